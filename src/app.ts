@@ -405,7 +405,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
   return {
     get config() { return current },
-    url: listener.url, port: listener.port, redirectUrl: redirect === null ? null : `http://${config.listen.redirect!.host.includes(':') ? `[${config.listen.redirect!.host}]` : config.listen.redirect!.host}:${redirect.port}`, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades, inFlight,
+    url: listener.url, port: listener.port, redirectUrl: redirect === null ? null : `http://${config.listen.redirect!.host.includes(':') ? `[${config.listen.redirect!.host}]` : config.listen.redirect!.host}:${redirect.port}`, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades, forwarder: proxy.http, inFlight,
     reload, reloadFile, close,
   }
 }

@@ -13,6 +13,7 @@ import type { Listener } from './proxy/listener.js'
 import type { Upgrades } from './proxy/upgrade-transport.js'
 import type { WorkerLink } from './workers/worker-link.js'
 import type { InFlight } from './proxy/in-flight.js'
+import type { Forwarder } from './proxy/forward.js'
 
 export interface TetherOptions {
   /** Logger to use; default: pino on stdout at config/LOG_LEVEL level. */
@@ -52,6 +53,8 @@ export interface Tether {
   readonly metrics: Metrics
   readonly listener: Listener
   readonly upgrades: Upgrades
+  /** The HTTP transport: its upstreams' queues and undici pools (see Forwarder.poolStats). */
+  readonly forwarder: Forwarder
   /** Requests in progress per upstream (what `affinity.spill` reads). */
   readonly inFlight: InFlight
   /** Apply a new validated config (hot reload); says what was applied and what needs a restart. */

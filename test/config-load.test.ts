@@ -33,7 +33,7 @@ t.test('a minimal config gets every default', async (t) => {
   t.strictSame(config, {
     listen: { host: '0.0.0.0', port: 8080, tls: null, http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 }, redirect: null, proxy_protocol: false },
     admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [], readiness: { require_upstream: 'startup' } },
-    upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1, tls: null }],
+    upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1, tls: null, max_connections: null }],
     affinity: {
       key: 'cookie',
       cookie: { name: 'tether', secret: null, path: '/', domain: null, max_age: null, secure: true, http_only: true, same_site: 'Lax' },
@@ -99,8 +99,8 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     admin: { listen: { host: '127.0.0.1', port: 8001 }, token: 's3cret', allowed_hosts: ['tether-admin.internal', 'Tether-0.tether.default.svc.cluster.local'], readiness: { require_upstream: 'always' } },
     upstreams: [
       // the keys an upstream sets override forwarding.tls, one by one
-      { id: 'app-a', url: 'https://127.0.0.1:9001', weight: 3, tls: { ...forwardingTls, servername: 'app-a.internal', verify: true } },
-      { id: 'app_b.2', url: 'http://localhost:9002', weight: 1, tls: null },
+      { id: 'app-a', url: 'https://127.0.0.1:9001', weight: 3, tls: { ...forwardingTls, servername: 'app-a.internal', verify: true }, max_connections: 8 },
+      { id: 'app_b.2', url: 'http://localhost:9002', weight: 1, tls: null, max_connections: null },
     ],
     affinity: {
       key: 'app_cookie',
@@ -523,13 +523,14 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     ],
   },
   {
-    name: 'bad upstream ids and weights',
+    name: 'bad upstream ids, weights and max_connections',
     text: yaml(
       'upstreams:',
       '  - {id: "a b", url: "http://a", weight: 0}',
       `  - {id: "-a", url: "http://a", weight: 1001}`,
       `  - {id: ${'x'.repeat(64)}, url: "http://a"}`,
       '  - {id: none, url: "http://a"}',
+      '  - {id: c, url: "http://c", max_connections: 0}',
     ),
     issues: [
       `${FILE}:2:10 upstreams[0].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit (not "none", the metrics\' label for no upstream), got "a b"`,
@@ -538,6 +539,7 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
       `${FILE}:3:41 upstreams[1].weight: expected an integer between 1 and 1000, got 1001`,
       `${FILE}:4:10 upstreams[2].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit (not "none", the metrics\' label for no upstream), got "${'x'.repeat(57)}..."`,
       `${FILE}:5:10 upstreams[3].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit (not "none", the metrics\' label for no upstream), got "none"`,
+      `${FILE}:6:47 upstreams[4].max_connections: expected an integer between 1 and 1000000, got 0`,
     ],
   },
   {

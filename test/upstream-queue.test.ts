@@ -3,51 +3,13 @@
 // waits too long gets 503 TETHER_UPSTREAM_QUEUE_TIMEOUT without its upstream counted as failing
 // or its user moved; a client that leaves while waiting is never sent on. Real upstreams that
 // hold each request until the test releases it; no sleeps.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import http from 'node:http'
-import type { ServerResponse } from 'node:http'
-import { startTether, type Tether } from '../src/app.js'
-import type { Config } from '../src/config/schema.js'
-import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { request, startUpstream, testConfig, waitFor, type DeepPartial, type Upstream } from './fixtures/upstream.js'
+import type { ServerResponse } from 'node:http'
+import { request, startUpstream, waitFor, type Upstream } from './fixtures/upstream.js'
+import { heldUpstream, queued, tether } from './fixtures/upstream-queue.js'
 import { within } from './fixtures/wait.js'
-
-/** An upstream that holds every request (those `hold` picks) until `release()`, oldest first; counts its connections and the most requests open at once. */
-async function heldUpstream(t: Test, id: string, hold: (req: http.IncomingMessage) => boolean = () => true): Promise<Upstream & { held: ServerResponse[]; release(): void; connections(): number; mostOpen(): number }> {
-  const held: ServerResponse[] = []
-  let open = 0
-  let most = 0
-  let connections = 0
-  const up = await startUpstream(id, (req, res) => {
-    req.resume()
-    if (!hold(req)) return void res.end(`${id}\n`)
-    open++
-    most = Math.max(most, open)
-    res.on('close', () => { open-- })
-    held.push(res)
-  })
-  up.server.on('connection', () => { connections++ })
-  t.teardown(() => up.close())
-  return {
-    ...up, held,
-    release: () => { held.shift()!.end(`${id} ${up.seen.length}\n`) },
-    connections: () => connections,
-    mostOpen: () => most,
-  }
-}
-
-async function tether(t: Test, ups: Upstream[], over: DeepPartial<Config>, logs?: LogCapture): Promise<Tether> {
-  const tt = await startTether(testConfig(ups, over), { logger: createLogger(logs ? 'info' : 'silent', logs) })
-  t.teardown(() => tt.close(0))
-  return tt
-}
-
-/** `tether_upstream_queued_requests` for `id`, as a scrape reads it (-1: no series). */
-async function queued(tt: Tether, id: string): Promise<number> {
-  const m = new RegExp(`^tether_upstream_queued_requests\\{upstream="${id}"\\} (\\d+)$`, 'm').exec(await tt.metrics.render())
-  return m === null ? -1 : Number(m[1])
-}
 
 t.test('at most max_upstream_connections requests reach an upstream at once; the rest go in order as connections free', async (t) => {
   const up = await heldUpstream(t, 'a')

@@ -137,6 +137,12 @@ export interface UpstreamConfig {
    * http:// (upstreams found by discovery are http://).
    */
   readonly tls?: UpstreamTlsConfig | null
+  /**
+   * Most connections one Tether process keeps to this upstream, over
+   * `limits.max_upstream_connections` (either way: lower or higher); null (or absent): that
+   * global bound. Integer 1..1000000. Static upstreams only: discovered ones take the global one.
+   */
+  readonly max_connections?: number | null
 }
 
 /** How a user is identified for routing (see README "Sticky routing"). */
@@ -576,7 +582,7 @@ export const DEFAULTS = {
   hsts: { include_subdomains: false, preload: false },
   redirect: { host: '0.0.0.0', port: 8080, https_port: 443 },
   admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [], readiness: { require_upstream: 'startup' } },
-  upstream: { weight: 1, tls: null },
+  upstream: { weight: 1, tls: null, max_connections: null },
   upstreamTls: { ca: null, servername: null, cert: null, key: null, verify: true },
   affinity: {
     key: 'cookie',

@@ -698,7 +698,7 @@ const proxyListen = refine(
 )
 
 const upstreamFields = struct<UpstreamConfig>(
-  { id: string(UPSTREAM_ID), url: upstreamUrl, weight: integer(1, 1000), tls: nullable(upstreamTlsKeys) },
+  { id: string(UPSTREAM_ID), url: upstreamUrl, weight: integer(1, 1000), tls: nullable(upstreamTlsKeys), max_connections: nullable(integer(1, 1_000_000)) },
   DEFAULTS.upstream,
 )
 

@@ -54,6 +54,8 @@ export interface PoolTarget {
   readonly tls?: UpstreamTlsConfig | null
   /** Its pod's uid (discovery): another uid at the same url is another pod, whose pool is new. */
   readonly uid?: string
+  /** Its own bound on connections (the upstream's `max_connections`); null or absent: PoolTimeouts.maxConnections. */
+  readonly max_connections?: number | null
 }
 
 export interface PoolTimeouts {
@@ -65,9 +67,9 @@ export interface PoolTimeouts {
   readonly bodyIdle: number
   /** Largest upstream response head, bytes (room for checkpoint headers). */
   readonly maxResponseHeaderBytes: number
-  /** Most connections to one upstream (limits.max_upstream_connections); absent or null: unlimited. */
+  /** Most connections to one upstream (limits.max_upstream_connections) unless its own max_connections says; absent or null: unlimited. */
   readonly maxConnections?: number | null
-  /** How long a request may wait for one of them when all are busy, ms (timeouts.queue); used only with maxConnections. */
+  /** How long a request may wait for one of them when all are busy, ms (timeouts.queue); used only for a bounded upstream. */
   readonly queue?: number
 }
 
@@ -85,12 +87,100 @@ interface UpstreamPool {
   /** The pod uid it was made for, once known. */
   uid: string | undefined
   /**
-   * With maxConnections: every connection is busy, so the next request waits in undici's queue
-   * (the pool's dispatch said it needs a 'drain', and none came since). Always false without.
+   * Most requests handed to the pool at once (see {@link Waiter}): the upstream's own
+   * max_connections, else limits.max_upstream_connections; null: no bound, no queue (a request
+   * is handed over at once, and nothing below is kept up).
+   */
+  readonly bound: number | null
+  /** Requests handed to the pool and not finished (their answer ended, they failed or were aborted). */
+  handed: number
+  /**
+   * Bounded: every connection is busy, so a request handed over now would wait in undici's own
+   * queue (the pool's last dispatch said it needs a 'drain', and none came since). Requests wait
+   * in Tether's queue while it is set, even below the bound: a connection whose answer just ended
+   * is taken again only a turn later (undici's pipelining-1 rule), and until then a request handed
+   * over would wait inside undici. Always false without a bound.
    */
   full: boolean
-  /** Requests waiting in the queue now (see ExchangeHandler.waitIn); 0 without maxConnections. */
+  /** Tether's queue: the first and last request waiting for room, in arrival order (see Waiter). */
+  first: Waiter | null
+  last: Waiter | null
+  /** How many wait there now (the `queued` of /upstreams and tether_upstream_queued_requests). */
   queued: number
+}
+
+/**
+ * A request waiting in its upstream's queue (Tether's, not undici's: HAProxy's per-server
+ * queue, src/queue.c `pendconn_add` / `pendconn_unlink` / `process_srv_queue`): a pool takes
+ * at most its bound of requests at once; the rest wait in arrival order, linked through these
+ * fields (no array to shift, no closure a request), and each finished request hands the first
+ * one over (as HAProxy's `process_srv_queue` does when a stream releases its server). A request
+ * that ends while waiting (its client left, timeouts.queue, a stop) is unlinked and never
+ * reaches undici: no connection taken for it, nothing to refuse when its turn comes. Unlike
+ * HAProxy there is one queue an upstream, no backend-wide one: a user's request waits for its
+ * own upstream (affinity), never for "any". Implemented by an attempt and by a rehydration
+ * hook's turn (see Forwarder.call).
+ */
+interface Waiter {
+  prevWaiting: Waiter | null
+  nextWaiting: Waiter | null
+  /** The pool whose queue it waits in now, else null. */
+  waitingIn: UpstreamPool | null
+  /** Its turn came in `entry` (it left the queue, and `entry.handed` counts it): hand it over. */
+  admit(entry: UpstreamPool): void
+  /** A reload removed its upstream while it waited (it left the queue): it ends unsent. */
+  dropped(): void
+}
+
+/** Whether `entry` takes one more request now (bounded pools only, see UpstreamPool.full). */
+function hasRoom(entry: UpstreamPool): boolean {
+  return entry.handed < entry.bound! && !entry.full
+}
+
+/** `w` goes to the back of `entry`'s queue (to its head with `first`: see ExchangeHandler.onResponseError). */
+function enqueue(entry: UpstreamPool, w: Waiter, first = false): void {
+  w.waitingIn = entry
+  if (first) {
+    w.prevWaiting = null
+    w.nextWaiting = entry.first
+    if (entry.first === null) entry.last = w
+    else entry.first.prevWaiting = w
+    entry.first = w
+  } else {
+    w.prevWaiting = entry.last
+    w.nextWaiting = null
+    if (entry.last === null) entry.first = w
+    else entry.last.nextWaiting = w
+    entry.last = w
+  }
+  entry.queued++
+}
+
+/** `w` leaves the queue it waits in (its turn came, or it ended there). */
+function unqueue(w: Waiter): void {
+  const entry = w.waitingIn!
+  if (w.prevWaiting === null) entry.first = w.nextWaiting
+  else w.prevWaiting.nextWaiting = w.nextWaiting
+  if (w.nextWaiting === null) entry.last = w.prevWaiting
+  else w.nextWaiting.prevWaiting = w.prevWaiting
+  w.prevWaiting = w.nextWaiting = w.waitingIn = null
+  entry.queued--
+}
+
+/** Hand `entry`'s waiting requests over, first first, while it has room. */
+function admitWaiting(entry: UpstreamPool): void {
+  while (entry.first !== null && hasRoom(entry)) {
+    const w = entry.first
+    unqueue(w)
+    entry.handed++
+    w.admit(entry)
+  }
+}
+
+/** A request handed to `entry`'s pool finished: its room goes to the first waiting one, if any. */
+function release(entry: UpstreamPool): void {
+  entry.handed--
+  admitWaiting(entry)
 }
 
 /** undici honours `servername` in a request's options (lib/core/request.js), not in its types. */
@@ -143,7 +233,8 @@ export class Forwarder {
     this.#tlsChanged = tlsChanged
     this.#trailersDropped = trailersDropped
     const head = timeouts.bodyIdle > 0 ? Math.min(timeouts.responseHeaders, timeouts.bodyIdle) : timeouts.responseHeaders
-    this.#deadlines = new Deadlines(sweepInterval(timeouts.maxConnections != null ? Math.min(head, timeouts.queue ?? head) : head))
+    // (timeouts.queue whenever given: an upstream's own max_connections may bound it, from a reload on)
+    this.#deadlines = new Deadlines(sweepInterval(Math.min(head, timeouts.queue ?? head)))
     this.setUpstreams(upstreams)
   }
 
@@ -151,10 +242,17 @@ export class Forwarder {
    * Make the pools match `upstreams`: new ids (or a changed url, pod uid or TLS setting) get a
    * pool, removed ones are closed gracefully (their in-flight requests finish). Pools of
    * unchanged upstreams stay: kept connections to a re-created pod's address reached the old pod.
+   * Requests waiting in a replaced pool's queue move to the new pool's, in their order and with
+   * the time they waited (HAProxy's queue belongs to the server, whose address may change under
+   * it); those of a removed upstream end with the queue's 503 (nothing was sent; see
+   * {@link Waiter.dropped}): HAProxy refuses to delete a server with requests queued, and its
+   * maintenance mode sends them elsewhere only when nothing ties them to that server, as a
+   * user's affinity does here.
    */
   setUpstreams(upstreams: readonly PoolTarget[]): void {
     const wanted = new Map(upstreams.map((u) => [u.id, u]))
-    const identity = (u: PoolTarget | undefined): string | undefined => u === undefined ? undefined : `${u.url} ${JSON.stringify(u.tls ?? null)}`
+    const identity = (u: PoolTarget | undefined): string | undefined => u === undefined ? undefined : `${u.url} ${JSON.stringify(u.tls ?? null)} ${u.max_connections ?? ''}`
+    const left: [string, UpstreamPool][] = []
     for (const [id, entry] of this.#pools) {
       const u = wanted.get(id)
       if (u !== undefined && entry.identity === identity(u) && !isReplacement({ url: u.url, uid: entry.uid }, u)) {
@@ -163,6 +261,7 @@ export class Forwarder {
       }
       this.#pools.delete(id)
       entry.pool.close().catch(() => undefined)
+      if (entry.first !== null) left.push([id, entry])
     }
     for (const [id, u] of wanted) {
       if (this.#pools.has(id)) continue
@@ -173,10 +272,12 @@ export class Forwarder {
         // (and are retried elsewhere); health probes report the same file
       }
     }
+    for (const [id, old] of left) moveWaiting(old, this.#pools.get(id))
   }
 
   #newPool(target: PoolTarget, identity: string): UpstreamPool {
     const origin = target.url
+    const bound = target.max_connections ?? this.#timeouts.maxConnections ?? null
     // https://: the upstream's CA, client pair (mTLS), name and verification, for every
     // connection, as its files are when the connection is made (a renewed certificate is used
     // from the next connection on)
@@ -211,13 +312,17 @@ export class Forwarder {
       keepAliveMaxTimeout: 60_000,
       pipelining: 1,
       maxHeaderSize: this.#timeouts.maxResponseHeaderBytes,
-      // (each Client carries one request at a time, pipelining 1: at most this many at once,
-      // the rest wait in the pool's queue, in order; undefined: a Client per request in flight)
-      connections: this.#timeouts.maxConnections ?? undefined,
+      // (each Client carries one request at a time, pipelining 1: at most this many at once;
+      // Tether hands it no more than that (see Waiter), so undici's own queue stays empty and
+      // this is only a safety net; undefined: a Client per request in flight)
+      connections: bound ?? undefined,
     })
-    const entry: UpstreamPool = { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni), uid: target.uid, full: false, queued: 0 }
-    // the queue has room again: a connection is free and no request waits (see dispatch)
-    if (this.#timeouts.maxConnections != null) pool.on('drain', () => { entry.full = false })
+    const entry: UpstreamPool = { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni), uid: target.uid, bound, handed: 0, full: false, first: null, last: null, queued: 0 }
+    // a connection is free again (and undici's queue empty): the first waiting request goes
+    if (bound !== null) pool.on('drain', () => {
+      entry.full = false
+      admitWaiting(entry)
+    })
     return entry
   }
 
@@ -232,6 +337,16 @@ export class Forwarder {
   /** Requests waiting for a connection to upstream `id` now (see {@link queued}). */
   queuedFor(id: string): number {
     return this.#pools.get(id)?.queued ?? 0
+  }
+
+  /**
+   * What undici's pool for upstream `id` holds now (its public `stats`): requests it keeps
+   * waiting for a connection of its own (`pending`: 0 while Tether's queue works, see Waiter),
+   * those on a connection (`running`), its open connections (`connected`); undefined: no pool.
+   */
+  poolStats(id: string): { pending: number; running: number; connected: number } | undefined {
+    const stats = this.#pools.get(id)?.pool.stats
+    return stats === undefined ? undefined : { pending: stats.pending, running: stats.running, connected: stats.connected }
   }
 
   /**
@@ -321,27 +436,39 @@ export class Forwarder {
     if (entry === undefined) return { status: 0, error: null }
     let signal = given
     let queueTimer: ReturnType<typeof setTimeout> | undefined
-    if (this.#timeouts.maxConnections != null) {
-      // it may wait in the queue (limits.max_upstream_connections), where undici's head timer
-      // does not run yet: the whole call is bounded by timeouts.queue on top of `timeout`
-      const bound = new AbortController()
-      queueTimer = setTimeout(() => bound.abort(new TetherError('TETHER_UPSTREAM_QUEUE_TIMEOUT')), this.#timeouts.queue! + timeout)
-      signal = given === undefined ? bound.signal : AbortSignal.any([given, bound.signal])
-    }
+    let turn: UpstreamPool | null = null
     try {
-      const options: WithServername<Dispatcher.RequestOptions> = { method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal, servername: entry.servername }
+      if (entry.bound !== null) {
+        // it may wait in the queue (see Waiter), where undici's head timer does not run: the
+        // whole call is bounded by timeouts.queue on top of `timeout`
+        const bound = new AbortController()
+        queueTimer = setTimeout(() => bound.abort(new TetherError('TETHER_UPSTREAM_QUEUE_TIMEOUT')), this.#timeouts.queue! + timeout)
+        const either = given === undefined ? bound.signal : AbortSignal.any([given, bound.signal])
+        signal = either
+        // a hook that gives up while it waits leaves the queue: it costs no connection
+        turn = await turnIn(entry, either)
+      }
+      const on = turn ?? entry
+      const options: WithServername<Dispatcher.RequestOptions> = { method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal, servername: on.servername }
       // undici's request() drops its dispatch's answer: the hook that takes the last free
-      // connection sets `full` as a request does (see ExchangeHandler.sendOn), or the next request
-      // would wait in the queue untimed and uncounted. The hook's own wait is bounded above.
-      const pending = request.call(this.#timeouts.maxConnections == null ? entry.pool : noteFull(entry), options)
+      // connection sets `full` as a request does (see ExchangeHandler.sendOn)
+      const pending = request.call(on.bound === null ? on.pool : noteFull(on), options)
+      // its room goes to the next request once undici is done with it (the answer read or dropped, or failed)
+      if (on.bound !== null) {
+        turn = null
+        pending.then((r) => void r.body.once('close', () => release(on)), () => release(on))
+      }
       // an answer that comes after all once `signal` aborted is dropped (and a failure ignored)
-      if (signal !== undefined) pending.then((r) => { if (signal.aborted) r.body.destroy() }, () => undefined)
-      const r = await (signal === undefined ? pending : untilAborted(pending, signal))
+      const stop = signal
+      if (stop !== undefined) pending.then((r) => { if (stop.aborted) r.body.destroy() }, () => undefined)
+      const r = await (stop === undefined ? pending : untilAborted(pending, stop))
       await r.body.dump()
       const failed = r.body.errored
       if (failed instanceof Error && trailerContentLength(failed)) this.#trailersDropped({ upstream: id, request_id: null, method, path })
       return { status: r.statusCode, error: null }
     } catch (err) {
+      // it had its turn but was not handed over (its options refused): the room is given back
+      if (turn !== null && turn.bound !== null) release(turn)
       return { status: 0, error: err }
     } finally {
       clearTimeout(queueTimer)
@@ -357,6 +484,50 @@ export class Forwarder {
   async destroy(): Promise<void> {
     await Promise.all([...this.#pools.values()].map((p) => p.pool.destroy().catch(() => undefined)))
   }
+}
+
+/**
+ * The pool a request of Tether's own (the rehydration hook) may be handed to now: `entry` when
+ * it has room and nobody waits, else the one it gets its turn in, in order (a reload may have
+ * moved it to a new pool); counted in its `handed` either way. Rejects with `signal`'s reason
+ * when that aborts first (it leaves the queue: no connection used), and when a reload removed
+ * the upstream meanwhile.
+ */
+function turnIn(entry: UpstreamPool, signal: AbortSignal): Promise<UpstreamPool> {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  if (entry.first === null && hasRoom(entry)) {
+    entry.handed++
+    return Promise.resolve(entry)
+  }
+  return new Promise((resolve, reject) => {
+    const left = (): void => {
+      if (turn.waitingIn !== null) unqueue(turn)
+      reject(signal.reason)
+    }
+    const turn: Waiter = {
+      prevWaiting: null, nextWaiting: null, waitingIn: null,
+      admit: (given) => { signal.removeEventListener('abort', left); resolve(given) },
+      dropped: () => { signal.removeEventListener('abort', left); reject(new TetherError('TETHER_UPSTREAM_QUEUE_TIMEOUT')) },
+    }
+    signal.addEventListener('abort', left, { once: true })
+    enqueue(entry, turn)
+  })
+}
+
+/**
+ * The requests waiting in `old`'s queue, its upstream replaced or removed by a reload (see
+ * Forwarder.setUpstreams): to the back of `next`'s queue, in their order (handed over at once
+ * when `next` has no bound), or ended unsent when there is no `next`.
+ */
+function moveWaiting(old: UpstreamPool, next: UpstreamPool | undefined): void {
+  while (old.first !== null) {
+    const w = old.first
+    unqueue(w)
+    if (next === undefined) w.dropped()
+    else if (next.bound === null) w.admit(next)
+    else enqueue(next, w)
+  }
+  if (next !== undefined && next.bound !== null) admitWaiting(next)
 }
 
 /**
@@ -863,7 +1034,7 @@ class Delivery implements Expiring {
  * undici dispatch handler for one attempt: upstream response -> client response. It is also
  * the attempt's handle: its result, whether its head arrived, and how to stop it.
  */
-class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
+class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring, Waiter {
   readonly #ctx: RequestContext
   readonly #decision: Decision
   /** Bytes of the user's state this attempt carries in X-Tether-Rehydrate (0: none), read when it starts. */
@@ -878,12 +1049,19 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #result: AttemptResult | null = null
   /** The answer's head arrived and this attempt answers the client. */
   answered = false
-  /** It waits in its upstream's queue for a connection (see {@link waitIn}), or ended there. */
+  /** It waits in its upstream's queue for a connection (see {@link sendOn}), or ended there. */
   queued = false
-  /** The upstream's pool whose queue it waits in now, else null. */
-  #queue: UpstreamPool | null = null
+  /** The upstream's pool whose queue it waits in now, else null (see {@link Waiter}). */
+  waitingIn: UpstreamPool | null = null
+  prevWaiting: Waiter | null = null
+  nextWaiting: Waiter | null = null
   /** Since when it waits there (performance.now()). */
   #queuedSince = 0
+  /** The bounded pool it was handed to, until undici is done with it (see {@link #release}); else null. */
+  #handedTo: UpstreamPool | null = null
+  /** While it waits: what to hand over at its turn, and its body's 'error' listener (see {@link #wait}). */
+  #waitingOptions: WithServername<Dispatcher.DispatchOptions> | null = null
+  #onWaitingBodyError: ((err: Error) => void) | null = null
   #controller: Dispatcher.DispatchController | null = null
   #clientGone = false
   #finished = false
@@ -958,7 +1136,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   /** Where the request may be sent again (see {@link resendOn}); null when not, or once it was. */
   #resendPool: UpstreamPool | null = null
-  #resendOptions: Dispatcher.DispatchOptions | null = null
+  #resendOptions: WithServername<Dispatcher.DispatchOptions> | null = null
 
   /**
    * The request may be sent again on `pool` with `options`, once (called for an idempotent
@@ -968,21 +1146,60 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    * not failed, nor moved to another upstream with its user, and no health failure counted for a
    * connection the upstream closed as it may. Two fields set: nothing allocated a request.
    */
-  resendOn(pool: UpstreamPool, options: Dispatcher.DispatchOptions): void {
+  resendOn(pool: UpstreamPool, options: WithServername<Dispatcher.DispatchOptions>): void {
     this.#resendPool = pool
     this.#resendOptions = options
   }
 
   /**
-   * Send its request on `entry`'s pool: each dispatch of an attempt goes here, the resend too
-   * (see {@link resendOn}). Under limits.max_upstream_connections, one sent while every
-   * connection is busy (the last dispatch said so and no 'drain' came since) waits its turn,
-   * counted and timed (see {@link waitIn}); without the limit the flag is never set.
+   * Send its request on `entry`'s pool: each dispatch of an attempt goes here. Without a bound,
+   * handed over at once (the one branch the hot path pays). With one, handed over while the
+   * pool has room and nobody waits before it, else it waits its turn in Tether's queue (see
+   * {@link Waiter}), counted and timed (see {@link #wait}).
    */
-  sendOn(entry: UpstreamPool, options: Dispatcher.DispatchOptions): void {
-    if (this.#timeouts.maxConnections == null) return void entry.pool.dispatch(options, this)
-    if (entry.full) this.waitIn(entry)
+  sendOn(entry: UpstreamPool, options: WithServername<Dispatcher.DispatchOptions>): void {
+    if (entry.bound === null) return void entry.pool.dispatch(options, this)
+    if (entry.first !== null || !hasRoom(entry)) return this.#wait(entry, options)
+    entry.handed++
+    this.#hand(entry, options)
+  }
+
+  /** Handed to bounded `entry`'s pool (counted in its `handed` already). */
+  #hand(entry: UpstreamPool, options: Dispatcher.DispatchOptions): void {
+    this.#handedTo = entry
     entry.full = !entry.pool.dispatch(options, this)
+  }
+
+  /** undici is done with it (its answer ended, it failed or was aborted): its room goes to the next. */
+  #release(): void {
+    const entry = this.#handedTo!
+    this.#handedTo = null
+    release(entry)
+  }
+
+  /** Its turn came (see {@link Waiter.admit}); `entry` is a new pool when a reload replaced the one it waited in. */
+  admit(entry: UpstreamPool): void {
+    const options = this.#waitingOptions!
+    this.#waitingOptions = null
+    this.queued = false
+    // from here undici's Request listens to the body (it is made in the dispatch)
+    this.#ctx.body?.off('error', this.#onWaitingBodyError!)
+    this.#onWaitingBodyError = null
+    options.servername = entry.servername
+    if (this.#resendPool !== null) this.#resendPool = entry
+    if (entry.bound === null) return void entry.pool.dispatch(options, this)
+    this.#hand(entry, options)
+  }
+
+  /** A reload removed its upstream while it waited: the queue's 503, nothing was sent (see Forwarder.setUpstreams). */
+  dropped(): void {
+    this.#endWaiting()
+  }
+
+  /** It waited timeouts.queue, or its upstream went (see {@link dropped}): 503 with Retry-After. */
+  #endWaiting(): void {
+    this.#stopped = new TetherError('TETHER_UPSTREAM_QUEUE_TIMEOUT')
+    this.#endUnstarted({ status: 0, outcome: QUEUE_TIMEOUT, error: this.#stopped, responded: false })
   }
 
   /**
@@ -1005,35 +1222,39 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    * busy before it are the ones waited on).
    */
   get uploading(): boolean {
-    return this.#queue !== null || !this.#ctx.req.complete
+    return this.waitingIn !== null || !this.#ctx.req.complete
   }
 
   /**
-   * It goes to the back of `entry`'s queue (every connection busy under
-   * limits.max_upstream_connections): counted there until its request starts or it ends, and
-   * failed with a 503 once it waited timeouts.queue (see expire). Its head wait starts when the
-   * request starts on a connection (onRequestStart), not before.
+   * It goes to the back of `entry`'s queue (see {@link Waiter}): counted there until its turn or
+   * its end, and failed with a 503 once it waited timeouts.queue (see expire). Its head wait
+   * starts when the request starts on a connection (onRequestStart), not before. Its body is
+   * Tether's until it is handed over: a body that fails meanwhile (its client left mid-upload,
+   * limits.max_body_bytes) ends it as undici would once sending; without a listener the error
+   * would be thrown uncaught and end the process (review s62 r4). Waiting is off the hot path:
+   * the listener is a closure, taken off at the turn or the end.
    */
-  waitIn(entry: UpstreamPool): void {
+  #wait(entry: UpstreamPool, options: WithServername<Dispatcher.DispatchOptions>, first = false): void {
     this.queued = true
-    this.#queue = entry
     this.#queuedSince = performance.now()
-    entry.queued++
-    // undici's pool keeps a waiting request as its options and handler: what listens for the
-    // body's errors (undici's Request) is made when a connection takes it. Until then a body
-    // that fails (its client left mid-upload, limits.max_body_bytes) had no 'error' listener
-    // and threw uncaught, ending the process (review r4). The attempt ends with the body's error
-    // as undici would end it once sending; the listener stays (one per queued attempt) and
-    // ignores errors once the attempt started or ended, so the body is never left without one
-    this.#ctx.body?.on('error', (err: Error) => {
-      if (this.#queue !== null && !this.#finished) this.onResponseError(null as unknown as Dispatcher.DispatchController, err)
-    })
+    this.#waitingOptions = options
+    enqueue(entry, this, first)
+    const body = this.#ctx.body
+    if (body !== null) {
+      this.#onWaitingBodyError = (err: Error) => { if (!this.#finished) this.onResponseError(null as unknown as Dispatcher.DispatchController, err) }
+      body.on('error', this.#onWaitingBodyError)
+    }
   }
 
-  /** Out of the queue (started, or ended waiting): no longer counted there. */
+  /** Out of the queue, ended there: no longer counted, its body no longer listened to here. */
   #leaveQueue(): void {
-    this.#queue!.queued--
-    this.#queue = null
+    unqueue(this)
+    this.#waitingOptions = null
+    if (this.#onWaitingBodyError !== null) {
+      // the listener stays on a body that errored (emitted once; a later error is Node's to report)
+      this.#ctx.body?.off('error', this.#onWaitingBodyError)
+      this.#onWaitingBodyError = null
+    }
   }
 
   /** Until the answer's head arrives, the request path may stop this attempt. */
@@ -1058,9 +1279,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   #done(r: AttemptResult): void {
     this.#deadlines.unlink(this)
-    // ended in the queue (the client left, a stop, the queue timeout): undici still holds it,
-    // and when its turn comes onRequestStart aborts it before any byte is written
-    if (this.#queue !== null) this.#leaveQueue()
+    // ended in the queue (the client left, a stop, the queue timeout, a reload): it leaves it,
+    // and nothing of it reaches undici
+    if (this.waitingIn !== null) this.#leaveQueue()
     // an attempt that did not answer (a retry or a hedge goes on, or Tether answers): its
     // listener goes, so a request's attempts (up to 11) do not pile up on the response (Node
     // warned "MaxListenersExceededWarning" at the 11th)
@@ -1111,10 +1332,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (controller === null) {
       // waiting for a connection (every one busy) for timeouts.queue: 503 (HAProxy's `timeout
       // queue`); not a wait on the upstream's answer, and no failure of it (see QUEUE_TIMEOUT)
-      if (this.#queue !== null && now - this.#queuedSince >= this.#timeouts.queue!) {
-        this.#stopped = new TetherError('TETHER_UPSTREAM_QUEUE_TIMEOUT')
-        this.#endUnstarted({ status: 0, outcome: QUEUE_TIMEOUT, error: this.#stopped, responded: false })
-      }
+      if (this.waitingIn !== null && now - this.#queuedSince >= this.#timeouts.queue!) this.#endWaiting()
       return
     }
     const marks = this.#marks ??= new SweepMarks()
@@ -1182,18 +1400,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
-    // it ended while it waited in the queue (timeouts.queue, its client left, a stop): nothing
-    // to send on the connection it was given, which is sound. controller.abort would destroy
-    // that connection (undici 7.x client-h1.js writeH1: its `abort` destroys the socket), so a
-    // busy upstream would open a new one for each dead entry; an exception thrown here (from
-    // `request.onConnect`, through UnwrapHandler) goes to util.errorRequest alone (this
-    // handler's onResponseError, which ignores it: finished), writeH1 returns without writing
-    // and the connection takes the next request (test/upstream-queue-edges.test.ts pins it)
-    if (this.#finished && this.queued) throw this.#stopped ?? new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection'))
-    if (this.#queue !== null) {
-      this.#leaveQueue()
-      this.queued = false
-    }
+    // (a request that ended while it waited in the queue never gets here: see Waiter)
     this.#controller = controller
     this.#since = performance.now()
     this.#uploading = this.#ctx.body !== null && !this.#ctx.req.complete
@@ -1364,6 +1571,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+    if (this.#handedTo !== null) this.#release()
     // inside undici's parse of the bytes read from the connection (see lastRead): it was used
     if (lastRead !== null) (lastRead as Socket & AnsweredUpTo)[ANSWERED_UP_TO] = lastRead.bytesRead
     // trailer fields after a chunked body (undici gives `{}` when there are none)
@@ -1422,6 +1630,21 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    const pool = this.#resendPool
+    if (pool !== null && !this.#finished && this.#staleConnection(err)) {
+      this.#resendPool = null
+      this.#controller = null
+      if (this.#handedTo === null) return this.sendOn(pool, this.#resendOptions!)
+      // bounded: it was handed over before any request waiting now, so it goes first (HAProxy's
+      // retry keeps the stream's place at its server), yet as a waiting request: the closed
+      // connection is taken again only at its 'drain', and handed over now it would wait in
+      // undici's queue. Timed from now by timeouts.queue, as any wait.
+      this.#handedTo.handed--
+      this.#handedTo = null
+      this.#wait(pool, this.#resendOptions!, true)
+      return admitWaiting(pool)
+    }
+    if (this.#handedTo !== null) this.#release()
     if (this.#finished) return
     // the whole chunked body came, then a trailer section holding Content-Length: the answer
     // is complete (see trailerContentLength); its trailer fields are dropped, and that is told
@@ -1431,12 +1654,6 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       if (this.#held !== null) this.#heldEnd = true
       else this.#finish()
       return
-    }
-    const pool = this.#resendPool
-    if (pool !== null && this.#staleConnection(err)) {
-      this.#resendPool = null
-      this.#controller = null
-      return this.sendOn(pool, this.#resendOptions!)
     }
     this.#finished = true
     const res = this.#res

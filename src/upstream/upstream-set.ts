@@ -134,7 +134,7 @@ export function upstreamSet(upstreams: readonly ListedUpstream[]): UpstreamSet {
   const list = Object.freeze(
     [...upstreams]
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }), ...keptFields(u) })),
+      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, max_connections: u.max_connections ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }), ...keptFields(u) })),
   )
   const byId = new Map(list.map((u) => [u.id, u]))
   return Object.freeze({ list, ids: Object.freeze(list.map((u) => u.id)), get: (id: string) => byId.get(id) })
@@ -152,7 +152,7 @@ export function onlyKeptChanged(before: UpstreamSet, after: UpstreamSet): boolea
   let kept = false
   for (const [i, a] of before.list.entries()) {
     const b = after.list[i]!
-    if (a.id !== b.id || a.url !== b.url || a.weight !== b.weight || a.uid !== b.uid || a.tls !== b.tls ||
+    if (a.id !== b.id || a.url !== b.url || a.weight !== b.weight || a.uid !== b.uid || a.tls !== b.tls || a.max_connections !== b.max_connections ||
       a.addresses.length !== b.addresses.length || a.addresses.some((x, j) => x !== b.addresses[j])) return false
     if (JSON.stringify(keptFamilies(a)) !== JSON.stringify(keptFamilies(b))) kept = true
   }
