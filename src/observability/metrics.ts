@@ -63,7 +63,7 @@ export const METRIC_DOCS = [
   { name: 'tether_upstream_in_flight', type: 'gauge', labels: ['upstream'],
     help: 'Requests currently being forwarded to each upstream.' },
   { name: 'tether_upstream_queued_requests', type: 'gauge', labels: ['upstream'],
-    help: 'Requests waiting for a connection to each upstream because limits.max_upstream_connections are all busy (counted in tether_upstream_in_flight too; 0 without the limit).' },
+    help: 'Requests waiting in the Tether queue for a connection to each upstream because its bound (its max_connections, else limits.max_upstream_connections) is reached (counted in tether_upstream_in_flight too; 0 without a bound).' },
   { name: 'tether_failovers_total', type: 'counter', labels: ['from', 'reason'],
     help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance, spill, admin; restart: rehydrated on their own upstream after it restarted in place).' },
   { name: 'tether_retries_total', type: 'counter', labels: ['upstream'],
