@@ -107,6 +107,8 @@ interface UpstreamPool {
   last: Waiter | null
   /** How many wait there now (the `queued` of /upstreams and tether_upstream_queued_requests). */
   queued: number
+  /** {@link admitWaiting} runs for it now (a refused hand-over ends inside it, see there). */
+  admitting: boolean
 }
 
 /**
@@ -167,13 +169,24 @@ function unqueue(w: Waiter): void {
   entry.queued--
 }
 
-/** Hand `entry`'s waiting requests over, first first, while it has room. */
+/**
+ * Hand `entry`'s waiting requests over, first first, while it has room. A pool that refuses a
+ * request (destroyed at a stop) fails it inside its dispatch, which releases its room and
+ * would call this again for the next: the loop already running takes it instead, so a long
+ * queue does not nest a call per request.
+ */
 function admitWaiting(entry: UpstreamPool): void {
-  while (entry.first !== null && hasRoom(entry)) {
-    const w = entry.first
-    unqueue(w)
-    entry.handed++
-    w.admit(entry)
+  if (entry.admitting) return
+  entry.admitting = true
+  try {
+    while (entry.first !== null && hasRoom(entry)) {
+      const w = entry.first
+      unqueue(w)
+      entry.handed++
+      w.admit(entry)
+    }
+  } finally {
+    entry.admitting = false
   }
 }
 
@@ -317,7 +330,7 @@ export class Forwarder {
       // this is only a safety net; undefined: a Client per request in flight)
       connections: bound ?? undefined,
     })
-    const entry: UpstreamPool = { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni), uid: target.uid, bound, handed: 0, full: false, first: null, last: null, queued: 0 }
+    const entry: UpstreamPool = { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni), uid: target.uid, bound, handed: 0, full: false, first: null, last: null, queued: 0, admitting: false }
     // a connection is free again (and undici's queue empty): the first waiting request goes
     if (bound !== null) pool.on('drain', () => {
       entry.full = false
@@ -480,8 +493,9 @@ export class Forwarder {
     await Promise.all([...this.#pools.values()].map((p) => p.pool.close().catch(() => undefined)))
   }
 
-  /** Abort everything still open. */
+  /** Abort everything still open; the requests still waiting end with the queue's 503 (see Waiter.dropped). */
   async destroy(): Promise<void> {
+    for (const entry of this.#pools.values()) moveWaiting(entry, undefined)
     await Promise.all([...this.#pools.values()].map((p) => p.pool.destroy().catch(() => undefined)))
   }
 }
