@@ -1,16 +1,36 @@
 // limits.max_upstream_connections, the edges of its queue (review r1): a request waiting behind a
 // rehydration hook, a stale-connection resend that waits, and requests that ended while waiting
 // (each must not cost the busy upstream a connection). Real held upstreams, no sleeps.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { ServerResponse } from 'node:http'
-import { startTether } from '../src/app.js'
+import { startTether, type Tether } from '../src/app.js'
+import type { Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
-import { request, startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
+import { request, startUpstream, testConfig, waitFor, type DeepPartial, type Upstream } from './fixtures/upstream.js'
 import { within } from './fixtures/wait.js'
 
+const HOOK = '/_tether/rehydrate'
+
+/**
+ * Tether over `ups` with the rehydration hook, one connection an upstream and `timeouts`: user
+ * u1's upstream (`home`, where it was placed), the `other` one, and a `user` placed on `other`.
+ */
+async function hookTether(t: Test, ups: Upstream[], timeouts: DeepPartial<Config['timeouts']>): Promise<{ tt: Tether; home: string; other: Upstream; user: string }> {
+  const tt = await startTether(testConfig(ups, {
+    affinity: { key: 'header', header: { name: 'X-User' } },
+    state: { rehydrate: 'hook', hook_path: HOOK },
+    limits: { max_upstream_connections: 1 }, timeouts,
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  const home = (await request(tt.url, { headers: { 'x-user': 'u1' } })).body
+  const other = ups.find((u) => u.id !== home)!
+  let user = ''
+  for (let i = 0; user === ''; i++) if ((await request(tt.url, { headers: { 'x-user': `v${i}` } })).body === other.id) user = `v${i}`
+  return { tt, home, other, user }
+}
+
 t.test('a request waiting behind a rehydration hook is timed by timeouts.queue and counted', async (t) => {
-  const HOOK = '/_tether/rehydrate'
   const hooks: ServerResponse[] = []
   const app = (id: string): Promise<Upstream> => startUpstream(id, (req, res) => {
     req.resume()
@@ -19,16 +39,7 @@ t.test('a request waiting behind a rehydration hook is timed by timeouts.queue a
   })
   const ups = [await app('a'), await app('b')]
   t.teardown(() => { for (const h of hooks) h.destroy(); return Promise.all(ups.map((u) => u.close())) })
-  const tt = await startTether(testConfig(ups, {
-    affinity: { key: 'header', header: { name: 'X-User' } },
-    state: { rehydrate: 'hook', hook_path: HOOK },
-    limits: { max_upstream_connections: 1 }, timeouts: { queue: 300, response_headers: 8000 },
-  }), { logger: createLogger('silent') })
-  t.teardown(() => tt.close(0))
-  const home = (await request(tt.url, { headers: { 'x-user': 'u1' } })).body
-  const other = ups.find((u) => u.id !== home)!
-  let user = ''
-  for (let i = 0; user === ''; i++) if ((await request(tt.url, { headers: { 'x-user': `v${i}` } })).body === other.id) user = `v${i}`
+  const { tt, home, other, user } = await hookTether(t, ups, { queue: 300, response_headers: 8000 })
   tt.health.disable(home)
   // u1 moves to `other`: its hook takes other's one connection and is held there
   const moved = request(tt.url, { headers: { 'x-user': 'u1' } })
@@ -79,7 +90,6 @@ t.test('a resend after a stale connection goes before the requests waiting, hand
 })
 
 t.test('a rehydration hook whose client leaves while it waits is never sent and costs no connection', async (t) => {
-  const HOOK = '/_tether/rehydrate'
   const held: ServerResponse[] = []
   const connections = new Map<string, number>()
   const app = async (id: string): Promise<Upstream> => {
@@ -93,16 +103,7 @@ t.test('a rehydration hook whose client leaves while it waits is never sent and 
   }
   const ups = [await app('a'), await app('b')]
   t.teardown(() => { for (const h of held) h.destroy(); return Promise.all(ups.map((u) => u.close())) })
-  const tt = await startTether(testConfig(ups, {
-    affinity: { key: 'header', header: { name: 'X-User' } },
-    state: { rehydrate: 'hook', hook_path: HOOK },
-    limits: { max_upstream_connections: 1 }, timeouts: { queue: 60_000 },
-  }), { logger: createLogger('silent') })
-  t.teardown(() => tt.close(0))
-  const home = (await request(tt.url, { headers: { 'x-user': 'u1' } })).body
-  const other = ups.find((u) => u.id !== home)!
-  let user = ''
-  for (let i = 0; user === ''; i++) if ((await request(tt.url, { headers: { 'x-user': `v${i}` } })).body === other.id) user = `v${i}`
+  const { tt, home, other, user } = await hookTether(t, ups, { queue: 60_000 })
   const before = connections.get(other.id)
   // other's one connection is held by a user of its own
   const holding = request(`${tt.url}/hold`, { headers: { 'x-user': user } })
