@@ -134,7 +134,7 @@ export function upstreamSet(upstreams: readonly ListedUpstream[]): UpstreamSet {
   const list = Object.freeze(
     [...upstreams]
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, max_connections: u.max_connections ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }), ...keptFields(u) })),
+      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }), ...(u.max_connections == null ? {} : { max_connections: u.max_connections }), ...keptFields(u) })),
   )
   const byId = new Map(list.map((u) => [u.id, u]))
   return Object.freeze({ list, ids: Object.freeze(list.map((u) => u.id)), get: (id: string) => byId.get(id) })
@@ -142,7 +142,7 @@ export function upstreamSet(upstreams: readonly ListedUpstream[]): UpstreamSet {
 
 /**
  * True when `after` differs from `before` only in what DNS discovery keeps of empty families
- * (`keptEmpty`, `keptEmptyAlso`): the same ids, urls, weights, addresses, uids and TLS. Nothing
+ * (`keptEmpty`, `keptEmptyAlso`): the same ids, urls, weights, addresses, uids, TLS and bounds. Nothing
  * that routes, checks or pools reads those (they travel to a new discovery lead), so such a set
  * is published without a rebuild. Example: `[web-0 at 10.0.0.5]` -> `[web-0 at 10.0.0.5, keptEmpty
  * { family: 6, since }]` -> true; the same sets -> false (no difference at all).
