@@ -1045,10 +1045,58 @@ class Delivery implements Expiring {
 }
 
 /**
+ * An attempt's place in its upstream's queue (see {@link Waiter}), made when it has to wait:
+ * what to hand over at its turn, since when it waits, and its body's 'error' listener. The body
+ * is Tether's until the request is handed over (undici's Request listens from its dispatch on):
+ * a body that fails meanwhile (its client left mid-upload, limits.max_body_bytes) ends the
+ * attempt; without a listener the error would be thrown uncaught and end the process (review
+ * s62 r4). Waiting is off the hot path: a closure here is no cost to the requests that do not.
+ */
+class QueuedAttempt implements Waiter {
+  prevWaiting: Waiter | null = null
+  nextWaiting: Waiter | null = null
+  waitingIn: UpstreamPool | null = null
+  /** Since when it waits (performance.now()). */
+  readonly since = performance.now()
+  readonly #attempt: ExchangeHandler
+  readonly #options: WithServername<Dispatcher.DispatchOptions>
+  readonly #body: RequestBody | null
+  readonly #bodyFailed: (err: Error) => void
+
+  constructor(attempt: ExchangeHandler, options: WithServername<Dispatcher.DispatchOptions>, body: RequestBody | null) {
+    this.#attempt = attempt
+    this.#options = options
+    this.#body = body
+    this.#bodyFailed = (err) => attempt.bodyFailed(err)
+    body?.on('error', this.#bodyFailed)
+  }
+
+  admit(entry: UpstreamPool): void {
+    this.#unlisten()
+    this.#attempt.admitted(entry, this.#options)
+  }
+
+  dropped(): void {
+    this.#unlisten()
+    this.#attempt.dropped()
+  }
+
+  /** The attempt ended while it waited: out of the queue (if still in it), its body no longer listened to here. */
+  left(): void {
+    if (this.waitingIn !== null) unqueue(this)
+    this.#unlisten()
+  }
+
+  #unlisten(): void {
+    this.#body?.off('error', this.#bodyFailed)
+  }
+}
+
+/**
  * undici dispatch handler for one attempt: upstream response -> client response. It is also
  * the attempt's handle: its result, whether its head arrived, and how to stop it.
  */
-class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring, Waiter {
+class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   readonly #ctx: RequestContext
   readonly #decision: Decision
   /** Bytes of the user's state this attempt carries in X-Tether-Rehydrate (0: none), read when it starts. */
@@ -1065,17 +1113,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring, 
   answered = false
   /** It waits in its upstream's queue for a connection (see {@link sendOn}), or ended there. */
   queued = false
-  /** The upstream's pool whose queue it waits in now, else null (see {@link Waiter}). */
-  waitingIn: UpstreamPool | null = null
-  prevWaiting: Waiter | null = null
-  nextWaiting: Waiter | null = null
-  /** Since when it waits there (performance.now()). */
-  #queuedSince = 0
+  /** Its place in its upstream's queue while it waits there, else null (see {@link #wait}). */
+  #waiting: QueuedAttempt | null = null
   /** The bounded pool it was handed to, until undici is done with it (see {@link #release}); else null. */
   #handedTo: UpstreamPool | null = null
-  /** While it waits: what to hand over at its turn, and its body's 'error' listener (see {@link #wait}). */
-  #waitingOptions: WithServername<Dispatcher.DispatchOptions> | null = null
-  #onWaitingBodyError: ((err: Error) => void) | null = null
   #controller: Dispatcher.DispatchController | null = null
   #clientGone = false
   #finished = false
@@ -1191,14 +1232,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring, 
     release(entry)
   }
 
-  /** Its turn came (see {@link Waiter.admit}); `entry` is a new pool when a reload replaced the one it waited in. */
-  admit(entry: UpstreamPool): void {
-    const options = this.#waitingOptions!
-    this.#waitingOptions = null
+  /** Its turn came (see QueuedAttempt.admit); `entry` is a new pool when a reload replaced the one it waited in. */
+  admitted(entry: UpstreamPool, options: WithServername<Dispatcher.DispatchOptions>): void {
+    this.#waiting = null
     this.queued = false
-    // from here undici's Request listens to the body (it is made in the dispatch)
-    this.#ctx.body?.off('error', this.#onWaitingBodyError!)
-    this.#onWaitingBodyError = null
     options.servername = entry.servername
     if (this.#resendPool !== null) this.#resendPool = entry
     if (entry.bound === null) return void entry.pool.dispatch(options, this)
@@ -1208,6 +1245,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring, 
   /** A reload removed its upstream while it waited: the queue's 503, nothing was sent (see Forwarder.setUpstreams). */
   dropped(): void {
     this.#endWaiting()
+  }
+
+  /** Its body failed while it waited (see QueuedAttempt): it ends as undici would end it once sending. */
+  bodyFailed(err: Error): void {
+    if (!this.#finished) this.onResponseError(null as unknown as Dispatcher.DispatchController, err)
   }
 
   /** It waited timeouts.queue, or its upstream went (see {@link dropped}): 503 with Retry-After. */
@@ -1236,39 +1278,19 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring, 
    * busy before it are the ones waited on).
    */
   get uploading(): boolean {
-    return this.waitingIn !== null || !this.#ctx.req.complete
+    return this.#waiting !== null || !this.#ctx.req.complete
   }
 
   /**
-   * It goes to the back of `entry`'s queue (see {@link Waiter}): counted there until its turn or
-   * its end, and failed with a 503 once it waited timeouts.queue (see expire). Its head wait
-   * starts when the request starts on a connection (onRequestStart), not before. Its body is
-   * Tether's until it is handed over: a body that fails meanwhile (its client left mid-upload,
-   * limits.max_body_bytes) ends it as undici would once sending; without a listener the error
-   * would be thrown uncaught and end the process (review s62 r4). Waiting is off the hot path:
-   * the listener is a closure, taken off at the turn or the end.
+   * It goes to the back of `entry`'s queue (to its head with `first`), as a {@link QueuedAttempt}
+   * (made only for a request that waits: the others carry one null field): counted there until
+   * its turn or its end, and failed with a 503 once it waited timeouts.queue (see expire). Its
+   * head wait starts when the request starts on a connection (onRequestStart), not before.
    */
   #wait(entry: UpstreamPool, options: WithServername<Dispatcher.DispatchOptions>, first = false): void {
     this.queued = true
-    this.#queuedSince = performance.now()
-    this.#waitingOptions = options
-    enqueue(entry, this, first)
-    const body = this.#ctx.body
-    if (body !== null) {
-      this.#onWaitingBodyError = (err: Error) => { if (!this.#finished) this.onResponseError(null as unknown as Dispatcher.DispatchController, err) }
-      body.on('error', this.#onWaitingBodyError)
-    }
-  }
-
-  /** Out of the queue, ended there: no longer counted, its body no longer listened to here. */
-  #leaveQueue(): void {
-    unqueue(this)
-    this.#waitingOptions = null
-    if (this.#onWaitingBodyError !== null) {
-      // the listener stays on a body that errored (emitted once; a later error is Node's to report)
-      this.#ctx.body?.off('error', this.#onWaitingBodyError)
-      this.#onWaitingBodyError = null
-    }
+    this.#waiting = new QueuedAttempt(this, options, this.#ctx.body)
+    enqueue(entry, this.#waiting, first)
   }
 
   /** Until the answer's head arrives, the request path may stop this attempt. */
@@ -1295,7 +1317,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring, 
     this.#deadlines.unlink(this)
     // ended in the queue (the client left, a stop, the queue timeout, a reload): it leaves it,
     // and nothing of it reaches undici
-    if (this.waitingIn !== null) this.#leaveQueue()
+    if (this.#waiting !== null) {
+      this.#waiting.left()
+      this.#waiting = null
+    }
     // an attempt that did not answer (a retry or a hedge goes on, or Tether answers): its
     // listener goes, so a request's attempts (up to 11) do not pile up on the response (Node
     // warned "MaxListenersExceededWarning" at the 11th)
@@ -1346,7 +1371,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring, 
     if (controller === null) {
       // waiting for a connection (every one busy) for timeouts.queue: 503 (HAProxy's `timeout
       // queue`); not a wait on the upstream's answer, and no failure of it (see QUEUE_TIMEOUT)
-      if (this.waitingIn !== null && now - this.#queuedSince >= this.#timeouts.queue!) this.#endWaiting()
+      if (this.#waiting !== null && now - this.#waiting.since >= this.#timeouts.queue!) this.#endWaiting()
       return
     }
     const marks = this.#marks ??= new SweepMarks()
