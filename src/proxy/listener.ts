@@ -286,8 +286,14 @@ function capStreams(session: http2.ServerHttp2Session, bounds: KeepAliveBounds, 
  * at each later idle start; per stream, a counter and one 'close' listener shared by the
  * connection's streams. The timer fires at most once more while streams are open (it is not
  * cleared at a stream's start): then it does nothing.
+ *
+ * Returns the idle start for a stream JavaScript is never given: one nghttp2 refused itself (a
+ * malformed head), which the slow-head guard proves complete by a PING's answer (guardSlowHead's
+ * `complete`). Without it a connection whose only stream was refused had no bound at all with
+ * body_idle 0 (review s64 r1): no stream of its closed, and the guard, its head proven complete,
+ * left it alone.
  */
-function closeWhenIdle(session: http2.ServerHttp2Session, ms: number): void {
+function closeWhenIdle(session: http2.ServerHttp2Session, ms: number): () => void {
   let open = 0
   let named = 0 // the highest stream id JavaScript was given
   let timer: NodeJS.Timeout | null = null
@@ -295,11 +301,15 @@ function closeWhenIdle(session: http2.ServerHttp2Session, ms: number): void {
     if (open > 0 || session.closed || session.destroyed) return
     closeWithGoaway(session, http2.constants.NGHTTP2_NO_ERROR, named, closeGracefully)
   }
-  const closed = (): void => {
-    if (--open > 0 || session.closed || session.destroyed) return
+  const idle = (): void => {
+    if (open > 0 || session.closed || session.destroyed) return
     if (timer !== null) return void timer.refresh()
     timer = setTimeout(fire, ms)
     timer.unref()
+  }
+  const closed = (): void => {
+    open--
+    idle()
   }
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
     open++
@@ -307,6 +317,7 @@ function closeWhenIdle(session: http2.ServerHttp2Session, ms: number): void {
     stream.on('close', closed) // (a stream closes once: no once-wrapper made per stream)
   })
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
+  return idle
 }
 
 /** Streams opened after their connection's last (see capStreams). */
@@ -344,7 +355,7 @@ function refusedPastCap(req: http.IncomingMessage): boolean {
  * 10 s, a HEADERS frame at 1 byte a second on a connection that served a request -> closed 10
  * to 20.5 s after its 9th byte.
  */
-function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: number, onSlow: () => void): void {
+function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: number, onSlow: () => void, complete?: () => void): void {
   const opened = performance.now()
   let seen = 0 // the highest stream id JavaScript was given, or known complete by a PING's answer
   let pending = 0 // a stream id nghttp2 began and JavaScript was not given, 0: none
@@ -369,7 +380,9 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   // trickling one cannot answer.
   const probe = (id: number): void => {
     probed = id
-    try { session.ping((err) => { if (err === null && id > seen) seen = id }) } catch { /* closing */ }
+    // (a head proven complete that JavaScript was not given: nghttp2 refused it, the connection
+    // is as idle as after a stream's close: `complete`, see closeWhenIdle)
+    try { session.ping((err) => { if (err === null && id > seen) { seen = id; complete?.() } }) } catch { /* closing */ }
   }
   function check(): void {
     if (session.destroyed || session.closed) return
@@ -391,8 +404,15 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
       pending = started
       since = seen === 0 ? opened : now
     }
+    // a head never probed is asked about first (one `every` more): found past the bound at the
+    // first check, a first stream nghttp2 refused (complete, never given to JavaScript) was
+    // closed as slow when the check ran on time, and left open for ever when it ran a little
+    // early and the PING was answered (review s64 r1): now always the latter, bounded by closeWhenIdle
+    if (probed < started) {
+      probe(started)
+      return arm(every)
+    }
     if (now - since >= limit) return slow(http2.constants.NGHTTP2_PROTOCOL_ERROR)
-    if (probed < started) probe(started)
     arm(every)
   }
   const slow = (code: number): void => {
@@ -753,8 +773,8 @@ export class Listener {
       capStreams(session, bounds, sessionStart(session), (streams, byTime) => deps.logger.debug({ peer, streams }, byTime
         ? 'HTTP/2 connection reached timeouts.client_connection_max: GOAWAY NO_ERROR sent, its streams in flight finish'
         : 'HTTP/2 connection reached limits.max_requests_per_connection: GOAWAY NO_ERROR sent, its streams in flight finish'))
-      guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
-      closeWhenIdle(session, t.client_keep_alive)
+      const idle = closeWhenIdle(session, t.client_keep_alive)
+      guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'), idle)
       if (this.#stopping) closeAfterFirstFlight(session)
     }
     this.server.on('session', onSession)
