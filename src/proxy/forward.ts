@@ -109,6 +109,21 @@ interface UpstreamPool {
   queued: number
   /** {@link admitWaiting} runs for it now (a refused hand-over ends inside it, see there). */
   admitting: boolean
+  /**
+   * Set when a reload retired it (see Forwarder.setUpstreams): the pool that replaced it for the
+   * same upstream, or null when the upstream was removed; undefined while it is current.
+   */
+  successor?: UpstreamPool | null
+}
+
+/**
+ * The pool `entry`'s upstream has now (a reload may have replaced it, more than once), or null
+ * when a reload removed the upstream.
+ */
+function currentPool(entry: UpstreamPool): UpstreamPool | null {
+  let p: UpstreamPool | null = entry
+  while (p !== null && p.successor !== undefined) p = p.successor
+  return p
 }
 
 /**
@@ -266,6 +281,7 @@ export class Forwarder {
     const wanted = new Map(upstreams.map((u) => [u.id, u]))
     const identity = (u: PoolTarget | undefined): string | undefined => u === undefined ? undefined : `${u.url} ${JSON.stringify(u.tls ?? null)} ${u.max_connections ?? ''}`
     const left: [string, UpstreamPool][] = []
+    const retired: [string, UpstreamPool][] = []
     for (const [id, entry] of this.#pools) {
       const u = wanted.get(id)
       if (u !== undefined && entry.identity === identity(u) && !isReplacement({ url: u.url, uid: entry.uid }, u)) {
@@ -274,6 +290,7 @@ export class Forwarder {
       }
       this.#pools.delete(id)
       entry.pool.close().catch(() => undefined)
+      retired.push([id, entry])
       if (entry.first !== null) left.push([id, entry])
     }
     for (const [id, u] of wanted) {
@@ -285,6 +302,9 @@ export class Forwarder {
         // (and are retried elsewhere); health probes report the same file
       }
     }
+    // a request sent again after a stale connection of a retired pool goes to its successor
+    // (see ExchangeHandler.onResponseError), never into a queue no longer counted (review s64 r2)
+    for (const [id, old] of retired) old.successor = this.#pools.get(id) ?? null
     for (const [id, old] of left) moveWaiting(old, this.#pools.get(id))
   }
 
@@ -1669,11 +1689,17 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    const pool = this.#resendPool
-    if (pool !== null && !this.#finished && this.#staleConnection(err)) {
+    // sent again on its upstream's pool now: a reload may have replaced the one it went on
+    // (then the new one, as a new request; its room in the old one freed), or removed its
+    // upstream (then not sent again: it fails as any, and the request path may retry elsewhere)
+    const pool = this.#resendPool === null || this.#finished || !this.#staleConnection(err) ? null : currentPool(this.#resendPool)
+    if (pool !== null) {
       this.#resendPool = null
       this.#controller = null
-      if (this.#handedTo === null) return this.sendOn(pool, this.#resendOptions!)
+      const options = this.#resendOptions!
+      options.servername = pool.servername
+      if (this.#handedTo !== null && this.#handedTo !== pool) this.#release()
+      if (this.#handedTo === null) return this.sendOn(pool, options)
       // bounded: it was handed over before any request waiting now, so it goes first (HAProxy's
       // retry keeps the stream's place at its server), yet as a waiting request: the closed
       // connection is taken again only at its 'drain', and handed over now it would wait in
