@@ -19,12 +19,25 @@ export interface Expiring {
 
 /**
  * How long a client may take nothing that was written to it, or be silent altogether (neither
- * sending nor reading), before it is cut: the longer of `body_idle` and `response_headers`,
- * plus a second (the upstream deadlines fire up to two sweeps late, each at most 250 ms), so a
- * silent upstream gets its 504 and its health signal first. Example: 60 s and 60 s -> 61 s.
+ * sending nor reading), before it is cut: the longer of `body_idle` and `response_headers`
+ * (plus `queued`, the most a request may wait for a connection to its upstream: timeouts.queue
+ * when an upstream has a connection bound, see queueWait), plus a second (the upstream
+ * deadlines fire up to two sweeps late, each at most 250 ms), so a silent upstream gets its 504
+ * and its health signal first, and a request waiting in the queue its 503 (review s64 r2: its
+ * connection was cut under it). Example: 60 s and 60 s -> 61 s; with a bound and queue 5 s, 66 s.
  */
-export function clientIdleTimeout(t: { readonly body_idle: number; readonly response_headers: number }): number {
-  return Math.max(t.body_idle, t.response_headers) + 1_000
+export function clientIdleTimeout(t: { readonly body_idle: number; readonly response_headers: number }, queued = 0): number {
+  return Math.max(t.body_idle, t.response_headers + queued) + 1_000
+}
+
+/**
+ * How long a request may wait in an upstream's queue before it is sent (timeouts.queue), when
+ * any upstream has a connection bound (limits.max_upstream_connections, or its own
+ * max_connections); 0 without one (no request waits).
+ */
+export function queueWait(config: { readonly limits: { readonly max_upstream_connections: number | null }; readonly upstreams: readonly { readonly max_connections?: number | null }[]; readonly timeouts: { readonly queue: number } }): number {
+  const bounded = config.limits.max_upstream_connections !== null || config.upstreams.some((u) => u.max_connections != null)
+  return bounded ? config.timeouts.queue : 0
 }
 
 /** Client connections (sockets, h2 sessions) closed because their client was silent both ways for the client bound. */

@@ -24,7 +24,7 @@ import { refusedByTether, sendError, writeRawError } from './respond.js'
 import { foreignRequestLine } from './request-line.js'
 import type { ErrorCode } from '../errors.js'
 import { H2Request, H2Response, noteConnection, resetByTether, type H2Connection } from './h2-messages.js'
-import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
+import { clientIdleTimeout, closeIdleClient, queueWait } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 import { carryDeclaredPeer, ProxyHeaderReader, type HeaderRefusal } from './proxy-protocol.js'
 
@@ -794,7 +794,7 @@ export class Listener {
       h2c.on('checkContinue', checkContinue)
       h2c.on('checkExpectation', checkExpectation)
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
-      if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
+      if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t, queueWait(config)))
       h2c.on('timeout', closeIdleClient)
       const sniff = (socket: Socket): void => this.#sniff(socket, h2c)
       this.#front = net.createServer({ noDelay: true }, accepted(bounds, !config.listen.proxy_protocol ? sniff : this.#readingProxyHeader(problems, (socket) => {
@@ -859,7 +859,7 @@ export class Listener {
     // a client that stalls mid-request or stops reading an answer is cut off; the bound is past
     // Tether's own waits on the upstream (its head, its silent body: a sweep late at most), so a
     // silent upstream gets its 504 and its health signal first, not a client cut short
-    if (t.body_idle > 0) this.server.setTimeout(clientIdleTimeout(t))
+    if (t.body_idle > 0) this.server.setTimeout(clientIdleTimeout(t, queueWait(config)))
     // a connection silent both ways that long (an HTTP/1.1 socket, an h2 session) is closed, as
     // Node closes it without a listener, and marked so that an answer it cuts is logged as the
     // client's timeout (TETHER_CLIENT_TIMEOUT), not as a client that left
