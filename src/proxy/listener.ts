@@ -289,7 +289,7 @@ function capStreams(session: http2.ServerHttp2Session, bounds: KeepAliveBounds, 
  *
  * Returns the idle start for a stream JavaScript is never given: one nghttp2 refused itself (a
  * malformed head), which the slow-head guard proves complete by a PING's answer (guardSlowHead's
- * `complete`). Without it a connection whose only stream was refused had no bound at all with
+ * `complete`); it starts the bound when none ran yet and never extends a running one. Without it a connection whose only stream was refused had no bound at all with
  * body_idle 0 (review s64 r1): no stream of its closed, and the guard, its head proven complete,
  * left it alone.
  */
@@ -317,7 +317,11 @@ function closeWhenIdle(session: http2.ServerHttp2Session, ms: number): () => voi
     stream.on('close', closed) // (a stream closes once: no once-wrapper made per stream)
   })
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
-  return idle
+  // a refused head starts the bound only when none runs yet: with streams open their close
+  // does, and once one ran the timer counts from the last stream's end, which a client's
+  // malformed heads do not move (else one every few seconds kept the connection for ever, up
+  // to Node's maxSessionRejectedStreams)
+  return () => { if (timer === null) idle() }
 }
 
 /** Streams opened after their connection's last (see capStreams). */
@@ -680,6 +684,8 @@ export class Listener {
   #warnedNoGoawayClose = false
   /** With `listen.http2.cleartext`: the socket server that listens and sorts h2c from HTTP/1.1. */
   #front: net.Server | null = null
+  /** With `listen.http2.cleartext`: the h2c server the front hands HTTP/2 connections to. */
+  #h2c: http2.Http2Server | null = null
   /** The graceful stop began: the h2 connections open then got their GOAWAY, later ones get theirs as they begin. */
   #stopping = false
   /** With `listen.proxy_protocol`: reads each connection's PROXY header (on the front) before it is served. */
@@ -794,6 +800,7 @@ export class Listener {
       h2c.on('checkContinue', checkContinue)
       h2c.on('checkExpectation', checkExpectation)
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
+      this.#h2c = h2c
       if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t, queueWait(config)))
       h2c.on('timeout', closeIdleClient)
       const sniff = (socket: Socket): void => this.#sniff(socket, h2c)
@@ -942,6 +949,20 @@ export class Listener {
   get url(): string {
     const host = this.#config.listen.host
     return `${this.#config.listen.tls === null ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${this.port}`
+  }
+
+  /**
+   * A reload may add an upstream's connection bound (or remove the last): the client idle bound
+   * counts timeouts.queue with one (see queueWait), from the next connection on (Node's server
+   * timeout is given to each socket as it is accepted). body_idle and response_headers need a
+   * restart: `config` holds the running ones.
+   */
+  setIdleBound(config: Config): void {
+    const t = config.timeouts
+    if (t.body_idle <= 0) return
+    const ms = clientIdleTimeout(t, queueWait(config))
+    this.server.setTimeout(ms)
+    this.#h2c?.setTimeout(ms)
   }
 
   /** New TLS handshakes use these certificate options (the certificates' reload calls it). */
