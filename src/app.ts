@@ -326,6 +326,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     }
     current = effective
     path = proxy.pathFor(effective)
+    listener.setIdleBound(effective) // an upstream bound added or removed (see queueWait)
     metrics.configReload(true)
     logger.info({ applied }, 'config reloaded')
     // a worker's: the primary replaces the workers for them (its own log says so); `workers`

@@ -1699,7 +1699,13 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       const options = this.#resendOptions!
       options.servername = pool.servername
       if (this.#handedTo !== null && this.#handedTo !== pool) this.#release()
-      if (this.#handedTo === null) return this.sendOn(pool, options)
+      if (this.#handedTo === null) {
+        if (pool.bound === null || (pool.first === null && hasRoom(pool))) return this.sendOn(pool, options)
+        // a new pool after a reload, every connection busy: first in its queue all the same, it
+        // was handed over before the requests waiting there (review s64 r3)
+        this.#wait(pool, options, true)
+        return admitWaiting(pool)
+      }
       // bounded: it was handed over before any request waiting now, so it goes first (HAProxy's
       // retry keeps the stream's place at its server), yet as a waiting request: the closed
       // connection is taken again only at its 'drain', and handed over now it would wait in
