@@ -1698,21 +1698,19 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       this.#controller = null
       const options = this.#resendOptions!
       options.servername = pool.servername
-      if (this.#handedTo !== null && this.#handedTo !== pool) this.#release()
-      if (this.#handedTo === null) {
-        if (pool.bound === null || (pool.first === null && hasRoom(pool))) return this.sendOn(pool, options)
-        // a new pool after a reload, every connection busy: first in its queue all the same, it
-        // was handed over before the requests waiting there (review s64 r3)
-        this.#wait(pool, options, true)
-        return admitWaiting(pool)
-      }
-      // bounded: it was handed over before any request waiting now, so it goes first (HAProxy's
-      // retry keeps the stream's place at its server), yet as a waiting request: the closed
-      // connection is taken again only at its 'drain', and handed over now it would wait in
-      // undici's queue. Timed from now by timeouts.queue, as any wait.
-      this.#handedTo.handed--
-      this.#handedTo = null
-      this.#wait(pool, this.#resendOptions!, true)
+      // its room: kept for it in the same pool (given back, then taken again below, ahead of the
+      // waiting requests), else freed in the retired one for that pool's next
+      if (this.#handedTo === pool) {
+        pool.handed--
+        this.#handedTo = null
+      } else if (this.#handedTo !== null) this.#release()
+      if (pool.bound === null) return void pool.pool.dispatch(options, this)
+      // bounded: it was handed over before any request waiting now (in a new pool after a
+      // reload too, review s64 r3), so it goes first (HAProxy's retry keeps the stream's place
+      // at its server), and is handed over at once if there is room: the closed connection is
+      // taken again only at its 'drain' (`full`), until which it waits rather than in undici's
+      // queue. Timed from now by timeouts.queue, as any wait.
+      this.#wait(pool, options, true)
       return admitWaiting(pool)
     }
     if (this.#handedTo !== null) this.#release()
