@@ -287,6 +287,7 @@ const CONTESTANTS = [
       const script = path.join(benchDir, 'undici-baseline.mjs')
       const rec = startChild('undici', ...pinned(process.execPath, [...NODE_ARGS, script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
         cwd: repoRoot,
+        env: { BENCH_UNDICI_WORKERS: String(WORKERS) },
       })
       return { rec, port, info: { command: rec.cmdline } }
     },
@@ -554,7 +555,7 @@ async function main() {
   )
   console.log(
     (cfg.pin ? 'pinned: proxy under test on CPU 0, load generator and upstreams on CPU 1' : 'unpinned: every process on every CPU') +
-      `; workers: nginx worker_processes ${cfg.workers}, haproxy nbthread ${cfg.workers}, ` +
+      `; workers: nginx worker_processes ${cfg.workers}, haproxy nbthread ${cfg.workers}, undici processes ${cfg.workers}, ` +
       (TETHER_WORKERS ? `tether workers ${cfg.workers}` : 'tether 1 (this build has no `workers` key yet)') +
       (process.env.BENCH_TETHER_BASE ? (BASE_WORKERS ? `, tether-base workers ${cfg.baseWorkers}` : ', tether-base 1 (that build has no `workers` key)') : '') +
       (cfg.isolate ? '; idle contestants frozen while one is measured' : '; idle contestants left running (BENCH_ISOLATE=0)') +

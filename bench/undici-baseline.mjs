@@ -3,6 +3,10 @@
 // an upstream, forward the raw request headers minus hop-by-hop ones, stream the answer back.
 // No checks, no metrics, no logs: the gap between it and Tether is what Tether's own logic costs.
 // Usage: node bench/undici-baseline.mjs <port> <upstreamUrl>...
+// BENCH_UNDICI_WORKERS=N (the harness passes BENCH_WORKERS): N processes through node:cluster,
+// as Tether's workers share a port, so the unpinned mode can set the stack's floor beside
+// Tether's and nginx's same worker count.
+import cluster from 'node:cluster'
 import http from 'node:http'
 import { Pool } from 'undici'
 
@@ -41,7 +45,11 @@ class Handler {
   }
 }
 
-http
+const workers = Number(process.env.BENCH_UNDICI_WORKERS ?? 1)
+if (workers > 1 && cluster.isPrimary) {
+  for (let i = 0; i < workers; i++) cluster.fork()
+  cluster.on('exit', () => process.exit(1))
+} else http
   .createServer((req, res) => {
     const raw = req.rawHeaders
     const headers = []
