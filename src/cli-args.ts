@@ -113,8 +113,10 @@ function optionValue(written: string, inline: string | undefined, args: string[]
     const name = v.startsWith('--') && v.includes('=') ? v.slice(0, v.indexOf('=')) : v
     if (v === '--' || OPTION_NAMES.has(name)) return error(`${written} needs ${needs}, and the word after it is the option ${name}`)
     if (long === '--token') return error(`--token needs a token, and the word after it starts with "-" (for a token that starts with "-", write --token=<token>)`)
-    if (long === '--timeout') return error(`--timeout needs a duration, and "${v}" after it is taken for an option (a duration does not start with "-")`)
-    return error(`${written} needs ${needs}, and "${v}" after it is taken for an option (for a value that starts with "-", write ${long}=${v})`)
+    // (`--config --tok=S3CRET`: a misspelt option with its value, shown as `--tok=...`, see shownWord)
+    const shown = shownWord(v)
+    if (long === '--timeout') return error(`--timeout needs a duration, and "${shown}" after it is taken for an option (a duration does not start with "-")`)
+    return error(`${written} needs ${needs}, and "${shown}" after it is taken for an option (for a value that starts with "-", write ${long}=${shown === v ? v : placeholder})`)
   }
   return v
 }
@@ -123,6 +125,20 @@ function optionValue(written: string, inline: string | undefined, args: string[]
 const OPTION_NAMES: ReadonlySet<string> = new Set([
   '--config', '-c', '--help', '-h', '--version', '-v', '--manifests', '--image', '--admin', '--token', '--timeout', '--json', '--migrate', '--wait', '--syntax-only',
 ])
+
+/**
+ * A word of argv as a usage error shows it where it is not taken as a value: without a value
+ * written onto it, which may be a secret (`--tok=S3CRET`, a misspelt `--token=`; `token=S3CRET`,
+ * its dashes forgotten; `-pS3CRET`, a short option with its value attached, as mysql's `-p`
+ * takes a password): the name and "...". A word that is a name (`--tokn`, `-x`, `chek`,
+ * `b.yaml`) is shown as written.
+ * Example: `shownWord("--tok=S3CRET")` -> `"--tok=..."`; `shownWord("-pS3CRET")` -> `"-p..."`.
+ */
+function shownWord(word: string): string {
+  const eq = word.indexOf('=')
+  if (eq !== -1 && eq < word.length - 1) return `${word.slice(0, eq)}=...`
+  return /^-[A-Za-z]./.test(word) ? `${word.slice(0, 2)}...` : word
+}
 
 /**
  * Whether `--help`/`-h` or `--version`/`-v` stands among `options` as an option: not where an
@@ -163,14 +179,36 @@ const SECRET_OPTIONS: ReadonlySet<string> = new Set(['--admin', '--token'])
  * An admin URL that is not one, as its usage error shows it: quoted to its first `/`, `?` or
  * `#` after a scheme (scheme://host:port at most: a path or query may hold a token), or, holding
  * an `@` (a user or password, which the masking of `scheme://` URLs misses in a value that is
- * no URL, as `http//u:pw@h`), not shown.
+ * no URL, as `http//u:pw@h`), not shown. That part is shown only when it is an address
+ * (`scheme://host[:port]`, or `host:port` without a scheme, the usual mistake): a word without
+ * either (`--admin S3CRET`, a token given to the wrong option; `http:S3CRET`) is not, its
+ * length said instead.
  */
 function shownAdminValue(value: string): string {
   if (value.includes('@')) return 'a value with an "@" (not shown: it may hold a credential)'
   // as a URL's scheme://host:port only: what follows may be a token (a path or query)
   const head = /^(?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/?#]*/.exec(value)![0]
+  if (!ADDRESS.test(head)) return `a value of ${value.length} characters that is no address (not shown: it may be a token)`
   return head === value ? `"${value}"` : `"${head}" and more (not shown: it may hold a credential)`
 }
+
+/** `scheme://host[:port]`, or `host:port` (a name, an IPv4 address or a bracketed IPv6 one). */
+const ADDRESS = /^(?:[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]*)(?::\d*)?|(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d+)$/
+
+/**
+ * How a usage error may show the value of the option `name`: as written (`--config`, `--image`:
+ * a file and an image reference, which the error must name), a duration (`--timeout`) only when
+ * it is a number with at most a unit word (`5mins`, `-5s`: a number is no secret), and never the
+ * value of an option that may carry a secret ({@link SECRET_OPTIONS}); else null.
+ */
+function shownValue(name: string, value: string): string | null {
+  if (SECRET_OPTIONS.has(name)) return null
+  if (name === '--timeout' && !DURATION_SHAPE.test(value)) return null
+  return JSON.stringify(value)
+}
+
+/** A number, maybe signed or with a unit word after it: what a mistyped duration looks like. */
+const DURATION_SHAPE = /^[+-]?[\d.]+[ \t]*[A-Za-z\u00b5]{0,8}$/
 
 /**
  * An option that takes a value, given a second time with another value: a usage error naming
@@ -185,7 +223,8 @@ function shownAdminValue(value: string): string {
  */
 function givenTwice(name: string, before: string | undefined, value: string, one: string, same = (a: string, b: string) => a === b): Command | null {
   if (before === undefined || same(before, value)) return null
-  const values = SECRET_OPTIONS.has(name) ? 'with two values, not shown' : `${JSON.stringify(before)} and ${JSON.stringify(value)}`
+  const [a, b] = [shownValue(name, before), shownValue(name, value)]
+  const values = SECRET_OPTIONS.has(name) ? 'with two values, not shown' : `${a ?? 'a value not shown'} and ${b ?? 'a value not shown'}`
   return { kind: 'usage-error', message: `${name} is given twice (${values}): name one ${one}` }
 }
 
@@ -212,12 +251,15 @@ function nearestOption(name: string, candidates: readonly string[]): { readonly 
 function unknownArgument(a: string, candidates: readonly string[]): Command {
   const name = a.startsWith('--') ? a.split('=')[0]! : a // `--confg=x`: the option's name
   // `--syntax-only=yes`: the option is right, its value is what is wrong
-  if (name !== a && NO_VALUE_OPTIONS.has(name) && candidates.includes(name)) return { kind: 'usage-error', message: `${name} takes no value: write ${name} alone ("${a}" was given)` }
+  // (its value not shown: `--json=S3CRET`, a token after the wrong option)
+  if (name !== a && NO_VALUE_OPTIONS.has(name) && candidates.includes(name)) return { kind: 'usage-error', message: `${name} takes no value: write ${name} alone (a value was given after "=", not shown)` }
   const flag = FLAG_WORDS[a]
   const close = /^-?-?[a-z][a-z-]*$/i.test(name) ? nearestOption(name, candidates) : undefined
   const near = flag !== undefined ? `did you mean "${flag}"?` : close === undefined ? undefined : didYouMean(close)
-  // a misspelt --token's value is a token: not shown (`--tokn=S3CRET` -> "--tokn=...")
-  const shown = name !== a && close?.near.includes('--token') === true ? `${name}=...` : a
+  // a value written onto the argument is never shown, whatever the option (`--tok=S3CRET` to a
+  // command without --token too -> "--tok=..."), see shownWord; a word within two edits of an
+  // option is that option's name mistyped (`-config`), shown as written
+  const shown = name === a && close !== undefined && close.near.length > 0 ? a : shownWord(a)
   return { kind: 'usage-error', message: `unknown argument "${shown}"${near === undefined ? '' : `, ${near}`}` }
 }
 
@@ -271,10 +313,10 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
       if (a === '') return { kind: 'usage-error', message: 'check needs a config file (an empty argument was given)' }
       config = a
     } else if (kind === 'check' && !option) {
-      return { kind: 'usage-error', message: `check takes one config file: "${a}" is a second (check each on its own)` }
+      return { kind: 'usage-error', message: `check takes one config file: "${shownWord(a)}" is a second (check each on its own)` }
     } else if (ended && a.startsWith('-')) {
       // `tether -- --config x.yaml`, `tether run -- --config=x.yaml`: no "did you mean" (it would name the word itself)
-      return { kind: 'usage-error', message: `"${a}" after "--" is an argument, not an option: put options before "--"` }
+      return { kind: 'usage-error', message: `"${shownWord(a)}" after "--" is an argument, not an option: put options before "--"` }
     } else if (kind === 'run' && config === undefined && !option && /\.ya?ml$/i.test(a)) {
       // `tether proxy.yaml`: the file is an option's value when running
       return { kind: 'usage-error', message: `unknown argument "${a}": to run with this file, write --config ${a} (to validate it: tether check ${a})` }
@@ -413,7 +455,8 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
         try {
           timeout = parseDuration(v)
         } catch (err) {
-          return { kind: 'usage-error', message: `--timeout: ${(err as Error).message}` }
+          // (a value that is no number is not shown: `--timeout S3CRET`, a token after the wrong option)
+          return { kind: 'usage-error', message: DURATION_SHAPE.test(v) ? `--timeout: ${(err as Error).message}` : `--timeout: expected a duration like "500ms", "5s", "3h" or a number of seconds, got a value of ${v.length} characters that is none (not shown)` }
         }
       }
     } else if (!ended && a === '--json' && kind === 'session') json = true
@@ -425,7 +468,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     else if (a === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'} (an empty argument was given)` }
     else if (target !== undefined) {
       const what = kind === 'session' ? 'session key' : 'upstream id'
-      return { kind: 'usage-error', message: `${kind} takes one ${what}: "${a}" is a second${kind === 'drain' ? ' (drain each on its own)' : ''}` }
+      return { kind: 'usage-error', message: `${kind} takes one ${what}: "${shownWord(a)}" is a second${kind === 'drain' ? ' (drain each on its own)' : ''}` }
     } else target = a
   }
   if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }

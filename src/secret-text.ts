@@ -1,7 +1,8 @@
 // Secrets in text Tether shows or logs: a line of a config file or manifest quoted in an error
 // (a value after a password/token/secret key, on that line or the ones it goes on over, a
 // Kubernetes Secret's data, a URL's password) and an error message or stack that may hold a URL
-// with credentials. Pure: strings in, strings out; no I/O, no logger.
+// with credentials; and a value given where a number is expected, shown only if it is one.
+// Pure: strings in, strings out; no I/O, no logger.
 
 /**
  * A password's characters: up to the last `@` before the host (a URL parser's split:
@@ -421,4 +422,14 @@ function flowValueEnd(line: string, start: number): number {
     else if (depth === 0 && (c === ',' || c === '}' || c === ']')) return i
   }
   return line.length
+}
+
+/**
+ * A value given where a number is expected (an environment variable such as TETHER_WORKER), as
+ * an error shows it: quoted when it is a number (a number is no secret: `"-1"`, `"1.5"`), else
+ * named by its length only, as any other text may be a password or token set to the wrong
+ * variable. Example: `shownNumber("-1")` -> `'"-1"'`; `shownNumber("hunter2")` -> `'a value of 7 characters (not shown)'`.
+ */
+export function shownNumber(value: string): string {
+  return /^[+-]?\d{0,20}(?:\.\d{0,20})?$/.test(value) ? JSON.stringify(value) : `a value of ${value.length} characters (not shown)`
 }

@@ -178,7 +178,8 @@ t.test('an admin URL with control characters (from --admin or TETHER_ADMIN) is e
   const other = `http://127.0.0.1:${(server.address() as AddressInfo).port}/\u202e`
   const [drain, session] = await Promise.all([drainUpstream({ url: other, token: null }, 'app-0', DRAIN), showSession({ url: other, token: null }, 'k', false)])
   for (const r of [drain, session]) {
-    t.match(r.err, /the answer from http:\/\/127\.0\.0\.1:\d+\/\\u202e is not the Tether admin API's/)
+    // (its origin only: a path may hold a token)
+    t.match(r.err, /the answer from http:\/\/127\.0\.0\.1:\d+ is not the Tether admin API's/)
     t.notMatch(r.err.slice(0, -1), RAW)
   }
   const view = {

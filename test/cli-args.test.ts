@@ -61,7 +61,7 @@ t.test('"--" ends the options: a session key, upstream id or file that starts wi
   // after "--" in run (which takes no argument), an option word is said to be an argument, never suggested as itself
   const after = (w: string): string => `"${w}" after "--" is an argument, not an option: put options before "--"`
   t.equal(usageError(['--', '--config', 'x.yaml']), after('--config'))
-  t.equal(usageError(['run', '--', '--config=x.yaml']), after('--config=x.yaml'))
+  t.equal(usageError(['run', '--', '--config=x.yaml']), after('--config=...'), 'a value written onto it is never shown (it may be a token)')
   t.equal(usageError(['run', '--', '--help']), after('--help'))
   t.equal(usageError(['--', '-c']), after('-c'))
   t.equal(usageError(['--', '--conifg']), after('--conifg'))
@@ -79,7 +79,9 @@ t.test('usage errors name the bad input escaped (a control character in it as JS
 t.test('-h, -v, --help or --version where an option takes its value is no request for help or the version: a usage error naming the option, as util.parseArgs (strict) refuses a value starting with "-"', async (t) => {
   const cases: [string[], string][] = [
     [['--config', '-h'], '--config needs a file path, and the word after it is the option -h'],
-    [['--config', '-weird.yaml'], '--config needs a file path, and "-weird.yaml" after it is taken for an option (for a value that starts with "-", write --config=-weird.yaml)'],
+    // (a word of "-", a letter and more is named by its letter: a short option with a value attached, `-pS3CRET`, is not shown)
+    [['--config', '-weird.yaml'], '--config needs a file path, and "-w..." after it is taken for an option (for a value that starts with "-", write --config=<file>)'],
+    [['--config', '-x'], '--config needs a file path, and "-x" after it is taken for an option (for a value that starts with "-", write --config=-x)'],
     [['--config', '--', 'x.yaml'], '--config needs a file path, and the word after it is the option --'],
     [['run', '-c', '--version'], '-c needs a file path, and the word after it is the option --version'],
     [['check', '--config', '-v'], '--config needs a file path, and the word after it is the option -v'],
@@ -150,7 +152,9 @@ t.test('one deadline or admin API written two ways is one value (5m and 300s, a 
   t.same(parseArgs(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout=300s'], {}), drain('http://127.0.0.1:9901', 300_000))
   t.same(parseArgs(['drain', 'app-1', '--wait', '--admin', 'http://10.0.0.1:9901', '--admin', 'http://10.0.0.1:9901/'], {}), drain('http://10.0.0.1:9901', 300_000))
   t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', '301s']), '--timeout is given twice ("5m" and "301s"): name one deadline')
-  t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', 'soon']), '--timeout is given twice ("5m" and "soon"): name one deadline')
+  // (a value that is no number is not shown: it may be a token given after the wrong option)
+  t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', 'soon']), '--timeout is given twice ("5m" and a value not shown): name one deadline')
+  t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', '10mins']), '--timeout is given twice ("5m" and "10mins"): name one deadline')
   t.equal(usageError(['session', 'k', '--admin', 'http://10.0.0.1:9901', '--admin', 'http://10.0.0.1:9902/']), '--admin is given twice (with two values, not shown): name one admin API')
 })
 
@@ -170,15 +174,15 @@ t.test('a shortened option gets a "did you mean" naming the one it begins, a val
     // a prefix of an option (no option within an edit distance of 2): the option it begins
     [['check', '--syntax', 'a.yaml'], 'unknown argument "--syntax", did you mean "--syntax-only"?'],
     [['check', '--syn', 'a.yaml'], 'unknown argument "--syn", did you mean "--syntax-only"?'],
-    [['check', '--syntax=x', 'a.yaml'], 'unknown argument "--syntax=x", did you mean "--syntax-only"?'],
+    [['check', '--syntax=x', 'a.yaml'], 'unknown argument "--syntax=...", did you mean "--syntax-only"?'],
     [['drain', 'app-1', '--mig'], 'unknown argument "--mig", did you mean "--migrate"?'],
     [['import', '--manif', 'a.yaml'], 'unknown argument "--manif", did you mean "--manifests"?'],
     // "--" and one letter is too short to mean one option
     [['--c', 'a.yaml'], 'unknown argument "--c"'],
     // an option that takes no value, given one
-    [['check', '--syntax-only=yes', 'a.yaml'], '--syntax-only takes no value: write --syntax-only alone ("--syntax-only=yes" was given)'],
-    [['session', 'k', '--json=1'], '--json takes no value: write --json alone ("--json=1" was given)'],
-    [['drain', 'app-1', '--wait=true'], '--wait takes no value: write --wait alone ("--wait=true" was given)'],
+    [['check', '--syntax-only=yes', 'a.yaml'], '--syntax-only takes no value: write --syntax-only alone (a value was given after "=", not shown)'],
+    [['session', 'k', '--json=1'], '--json takes no value: write --json alone (a value was given after "=", not shown)'],
+    [['drain', 'app-1', '--wait=true'], '--wait takes no value: write --wait alone (a value was given after "=", not shown)'],
     // given with a value to another command: named as that command's option, as without one
     [['run', '--syntax-only=yes'], '--syntax-only is an option of tether check, not of tether run'],
     // unchanged (and the other messages in cli-usage-errors.test.ts and above)

@@ -58,9 +58,13 @@ function isSessionView(v: unknown): v is SessionView {
     (s.pending_move === null || typeof s.pending_move === 'object') && (s.checkpoint === null || typeof s.checkpoint === 'object') && (s.drain === null || typeof s.drain === 'object')
 }
 
-/** Said of a 2xx answer that is not the admin API's (`--admin` names another server: the proxy port, an app). */
+/**
+ * Said of a 2xx answer that is not the admin API's (`--admin` names another server: the proxy
+ * port, an app); the URL named by its origin only, as every error here names it (its path or
+ * query may carry a token, see adminOrigin).
+ */
 function notAdmin(admin: AdminTarget): string {
-  return `the answer from ${escapeControls(admin.url)} is not the Tether admin API's (is --admin the admin listener's address?)`
+  return `the answer from ${escapeControls(adminOrigin(admin.url))} is not the Tether admin API's (is --admin the admin listener's address?)`
 }
 
 /** One session for a person: a line per fact, `-` where Tether does not know; the admin API's strings with their control characters escaped. */

@@ -15,6 +15,7 @@ import { configFiles } from '../config/config-files.js'
 import { diffConfig } from '../config/reload.js'
 import { ConfigWatcher } from '../config/watch.js'
 import { systemClock } from '../clock.js'
+import { shownNumber } from '../secret-text.js'
 import { EarlySignals } from '../early-signals.js'
 import { holdLinesForExit, logLinesDropped, type Logger } from '../observability/logger.js'
 import { logRedisNotice } from '../redis/console-notices.js'
@@ -64,7 +65,7 @@ export const START_TIMEOUT = 60_000
 export function startTimeout(env: Readonly<Record<string, string | undefined>> = process.env): number {
   const raw = env['TETHER_TEST_START_TIMEOUT_MS']
   if (raw === undefined) return START_TIMEOUT
-  if (!/^[1-9]\d{0,6}$/.test(raw)) throw new Error(`TETHER_TEST_START_TIMEOUT_MS is a test hook (a worker's start deadline, whole ms from 1 to 9999999), got ${JSON.stringify(raw.slice(0, 40))}: unset it`)
+  if (!/^[1-9]\d{0,6}$/.test(raw)) throw new Error(`TETHER_TEST_START_TIMEOUT_MS is a test hook (a worker's start deadline, whole ms from 1 to 9999999), got ${shownNumber(raw)}: unset it`)
   return Number(raw)
 }
 

@@ -10,13 +10,14 @@ import type { Logger } from '../observability/logger.js'
 import type { Tether } from '../tether.js'
 import { isTetherMessage, WORKER_ENV, type ToWorker, type WorkerSetup } from './messages.js'
 import { processChannel, WorkerLink } from './worker-link.js'
+import { shownNumber } from '../secret-text.js'
 
 /** This process's slot among the workers (TETHER_WORKER), or null when it is not a Tether worker. */
 export function workerIndex(env: Readonly<Record<string, string | undefined>>): number | null {
   const raw = env[WORKER_ENV]
   if (raw === undefined) return null
   // set by a primary only (a value left over in a shell would make this process wait for one)
-  if (!/^\d{1,4}$/.test(raw)) throw new Error(`${WORKER_ENV} is set by Tether's primary for its workers (a worker index), got ${JSON.stringify(raw.slice(0, 40))}: unset it`)
+  if (!/^\d{1,4}$/.test(raw)) throw new Error(`${WORKER_ENV} is set by Tether's primary for its workers (a worker index), got ${shownNumber(raw)}: unset it`)
   return Number(raw)
 }
 

@@ -1,0 +1,81 @@
+// No secret echoed by the CLI, as a typo or otherwise: every path that can quote a word the user
+// gave (an unknown option with a value written onto it, `--tok=S3CRET` for `--token=S3CRET`; a
+// value after an option that takes none; the word taken for an option after one that takes a
+// value; a stray word; an --admin or TETHER_ADMIN that is no URL; a --timeout that is no
+// duration; TETHER_WORKER; an admin URL's path in the admin client's errors) names the option, key or argument that is wrong, and never
+// the value. Each is run as a real `node dist/cli.js` child (spawned without a shell) and its
+// stdout and stderr searched for the secret.
+import t from 'tap'
+import type { Test } from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { runCli, tempFile } from './fixtures/cli.js'
+
+/** The secret every case gives somewhere; found in no output. */
+const SECRET = 'hunter2xyzzy'
+
+/** A case: the argv (and environment) with the secret in it, its exit code and what its stderr must name. */
+interface Case { readonly args: readonly string[]; readonly env?: Record<string, string>; readonly code: number; readonly names: RegExp; readonly secret?: string }
+
+/** Runs each case as a real CLI process, one after another (the machine is shared), and checks its output. */
+async function check(t: Test, cases: readonly Case[]): Promise<void> {
+  for (const c of cases) {
+    const r = await runCli([...c.args], c.env)
+    const what = [...c.args, ...Object.entries(c.env ?? {}).map(([k, v]) => `${k}=${v}`)].join(' ')
+    t.equal(r.code, c.code, `${what}: exit ${c.code}`)
+    const secret = c.secret ?? SECRET
+    t.notOk(r.stdout.includes(secret) || r.stderr.includes(secret), `${what}: the secret appears nowhere`, { stderr: r.stderr.split('\n')[0] })
+    t.match(r.stderr, c.names, `${what}: says what is wrong`)
+  }
+}
+
+t.test('a usage error names the option or argument that is wrong, never a value the user gave that may be a secret (exit 2)', async (t) => {
+  await check(t, [
+    // a misspelt --token=, to a command that takes --token and to those that do not
+    { args: ['session', 'k', `--tok=${SECRET}`], code: 2, names: /unknown argument "--tok=\.\.\.", did you mean "--token"\?/ },
+    { args: ['check', `--tok=${SECRET}`, 'a.yaml'], code: 2, names: /unknown argument "--tok=\.\.\."/ },
+    { args: [`--tok=${SECRET}`], code: 2, names: /unknown argument "--tok=\.\.\."/ },
+    { args: ['import', `--tok=${SECRET}`, 'a.yaml'], code: 2, names: /unknown argument "--tok=\.\.\."/ },
+    { args: ['drain', 'app-1', `--token-file=${SECRET}`], code: 2, names: /unknown argument "--token-file=\.\.\."/ },
+    { args: ['run', `--cookie-secret=${SECRET}`], code: 2, names: /unknown argument "--cookie-secret=\.\.\."/ },
+    // a short option with its value attached, as mysql's -pPASSWORD
+    { args: ['check', `-p${SECRET}`, 'a.yaml'], code: 2, names: /unknown argument "-p\.\.\."/ },
+    // a value given to an option that takes none
+    { args: ['session', 'k', `--json=${SECRET}`], code: 2, names: /--json takes no value/ },
+    { args: ['check', `--syntax-only=${SECRET}`, 'a.yaml'], code: 2, names: /--syntax-only takes no value/ },
+    // the word taken for an option after one whose value was forgotten
+    { args: ['check', '--config', `--tok=${SECRET}`], code: 2, names: /--config needs a file path, and "--tok=\.\.\." after it/ },
+    { args: ['session', 'k', '--admin', `--tok=${SECRET}`], code: 2, names: /--admin needs a URL, and "--tok=\.\.\." after it/ },
+    { args: ['drain', 'app-1', '--wait', '--timeout', `--tok=${SECRET}`], code: 2, names: /--timeout needs a duration/ },
+    // after "--", and stray words (an option's dashes forgotten)
+    { args: ['--', `--tok=${SECRET}`], code: 2, names: /"--tok=\.\.\." after "--" is an argument/ },
+    { args: ['session', 'k', `token=${SECRET}`], code: 2, names: /session takes one session key: "token=\.\.\." is a second/ },
+    { args: ['check', 'a.yaml', `token=${SECRET}`], code: 2, names: /check takes one config file: "token=\.\.\." is a second/ },
+    { args: [`token=${SECRET}`], code: 2, names: /unknown argument "token=\.\.\."/ },
+    // a value of the wrong shape: a token given to --admin or --timeout, TETHER_ADMIN set to one
+    { args: ['session', 'k', '--admin', SECRET], code: 2, names: /--admin: expected a URL .*a value of 12 characters/ },
+    { args: ['session', 'k', '--admin', `http:${SECRET}`], code: 2, names: /--admin: expected a URL/ },
+    { args: ['session', 'k'], env: { TETHER_ADMIN: SECRET }, code: 2, names: /TETHER_ADMIN: expected a URL/ },
+    { args: ['drain', 'app-1', '--wait', '--timeout', SECRET], code: 2, names: /--timeout: expected a duration .*a value of 12 characters/ },
+    { args: ['drain', 'app-1', '--wait', '--timeout', '5m', `--timeout=${SECRET}`], code: 2, names: /--timeout is given twice \("5m" and a value not shown\)/ },
+    // (as before: --token twice, a password in --admin)
+    { args: ['session', 'k', '--token', SECRET, '--token', 'other'], code: 2, names: /--token is given twice/ },
+    { args: ['session', 'k', '--admin', `redis://:${SECRET}@h`], code: 2, names: /--admin: expected a URL/ },
+  ])
+})
+
+t.test('TETHER_WORKER set to no worker index is named without its value (exit 1)', async (t) => {
+  await check(t, [{ args: ['--config', 'config/proxy.yaml'], env: { TETHER_WORKER: SECRET }, code: 1, names: /TETHER_WORKER is set by Tether's primary .*a value of 12 characters/ }])
+})
+
+t.test("an --admin URL whose server is not the admin API is named by its origin, not its path (a token's place)", async (t) => {
+  const server = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => server.close())
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const said = new RegExp(`the answer from ${origin.replace(/\./g, '\\.')} is not the Tether admin API's`)
+  await check(t, [
+    { args: ['session', 'k', '--admin', `${origin}/${SECRET}`], code: 1, names: said },
+    { args: ['drain', 'app-1', '--admin', `${origin}/${SECRET}`], code: 1, names: said },
+  ])
+})
