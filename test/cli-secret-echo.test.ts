@@ -2,7 +2,8 @@
 // gave (an unknown option with a value written onto it, `--tok=S3CRET` for `--token=S3CRET`; a
 // value after an option that takes none; the word taken for an option after one that takes a
 // value; a stray word; an --admin or TETHER_ADMIN that is no URL; a --timeout that is no
-// duration; TETHER_WORKER; an admin URL's path in the admin client's errors) names the option, key or argument that is wrong, and never
+// duration; TETHER_WORKER; an admin URL's path in the admin client's errors; an invalid
+// state.redis.url in `tether check`) names the option, key or argument that is wrong, and never
 // the value. Each is run as a real `node dist/cli.js` child (spawned without a shell) and its
 // stdout and stderr searched for the secret.
 import t from 'tap'
@@ -77,5 +78,21 @@ t.test("an --admin URL whose server is not the admin API is named by its origin,
   await check(t, [
     { args: ['session', 'k', '--admin', `${origin}/${SECRET}`], code: 1, names: said },
     { args: ['drain', 'app-1', '--admin', `${origin}/${SECRET}`], code: 1, names: said },
+  ])
+})
+
+t.test('tether check: an invalid secret-bearing config value is named by its file, line and key, never shown (exit 1)', async (t) => {
+  const file = (...lines: string[]): string => tempFile('proxy.yaml', ['upstreams:', '  - { id: a, url: "http://127.0.0.1:8080" }', ...lines, ''].join('\n'))
+  const redis = (url: string): string => file('state:', '  store: redis', '  redis:', `    url: ${url}`)
+  await check(t, [
+    // a Redis URL that is no address: its @host forgotten, a password in the URL's place (also from ${VAR}), a path
+    { args: ['check', redis(`"redis://:${SECRET}"`)], code: 1, names: /proxy\.yaml:6:10 state\.redis\.url: expected a redis:\/\/ or rediss:\/\/ URL, got a value of 21 characters/ },
+    { args: ['check', redis(SECRET)], code: 1, names: /proxy\.yaml:6:10 state\.redis\.url: expected a redis:\/\/ or rediss:\/\/ URL/ },
+    { args: ['check', redis('${REDIS_URL}')], env: { REDIS_URL: SECRET }, code: 1, names: /proxy\.yaml:6:10 state\.redis\.url: expected a redis:\/\/ or rediss:\/\/ URL/ },
+    { args: ['check', redis(`"http://redis:6379/${SECRET}"`)], code: 1, names: /proxy\.yaml:6:10 state\.redis\.url: expected a redis:\/\/ or rediss:\/\/ URL/ },
+    // (as before: a password with a port out of range, an unclosed quote's syntax error, a short cookie secret)
+    { args: ['check', redis(`"redis://:${SECRET}@redis:99999"`)], code: 1, names: /state\.redis\.url: expected a redis:\/\/ or rediss:\/\/ URL, got "redis:\/\/\*\*\*@redis:99999"/ },
+    { args: ['check', redis(`"redis://:${SECRET}@redis`)], code: 1, names: /proxy\.yaml:6:10: YAML syntax error/ },
+    { args: ['check', file('affinity:', '  cookie:', `    secret: ${SECRET.slice(0, 10)}`)], code: 1, names: /proxy\.yaml:5:13 affinity\.cookie\.secret: expected a secret of at least 16 bytes, got 10/, secret: SECRET.slice(0, 10) },
   ])
 })

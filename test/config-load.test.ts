@@ -1064,6 +1064,12 @@ t.test('an invalid state.redis.url never shows its password, even one with a / (
     const issues = issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', `  redis: { url: "${url}" }`))
     t.strictSame(issues, [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL, got "${shown}"`], url)
   }
+  // one that is no address once they are masked (its @host forgotten, a password in its place, a
+  // path) is not shown at all: its length only
+  for (const url of ['redis://:s3cr3t', 's3cr3t', 'http://redis:6379/s3cr3t']) {
+    const issues = issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', `  redis: { url: "${url}" }`))
+    t.strictSame(issues, [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL, got a value of ${url.length} characters that is no address (not shown: it may hold a password)`], url)
+  }
   // a valid URL whose "path" is the end of such a password: refused by tether check, not at start-up
   t.strictSame(issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://tether:s3@cr/et@redis" }')),
     [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F`])

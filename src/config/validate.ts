@@ -983,8 +983,20 @@ const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
       return new Fail('expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F')
     }
   } catch { /* reported below */ }
-  return expected('a redis:// or rediss:// URL', withoutUserinfo(value))
+  const shown = withoutUserinfo(value)
+  // quoted only when it is an address (`http://x`, `redis-master:6379`, `redis://***@h:99999`):
+  // a value that is not (`hunter2`, a password from ${REDIS_URL} set to the wrong variable;
+  // `redis://:hunter2`, its `@host` forgotten) may be a password, not shown
+  return REDIS_ADDRESS.test(shown) ? expected('a redis:// or rediss:// URL', shown)
+    : new Fail(`expected a redis:// or rediss:// URL, got a value of ${value.length} characters that is no address (not shown: it may hold a password)`)
 })
+
+/**
+ * An invalid state.redis.url as {@link withoutUserinfo} leaves it, shown whole when it reads as
+ * an address: `scheme://` (or a `host:port`), a masked user and password, a host, a port of
+ * digits, a db number, a masked query. Example: `redis://***@redis:99999?***`.
+ */
+const REDIS_ADDRESS = /^(?:[a-z][a-z0-9+.-]*:\/\/(?:\*\*\*@)?(?:\[[0-9a-f:.]+\]|[a-z0-9._-]*)(?::\d*)?|(?:\*\*\*@)?(?:\[[0-9a-f:.]+\]|[a-z0-9._-]+):\d+)(?:\/\d*)?(?:\?\*\*\*)?$/i
 
 /** Exactly one way to reach Redis when the store is redis. */
 function redisRules(st: Config['state'], node: SourceNode, path: string, ctx: Ctx): boolean {
