@@ -170,23 +170,34 @@ t.test('without the internals (Node before 20.19.3) Tether warns once that such 
   t.equal(lines[0]!['node'], process.version, 'naming the Node version')
 })
 
-t.test("the slow-head guard's own GOAWAY closes a connection without a stream, with its warning and no protocol-error line", async (t) => {
+t.test("the slow-head guard's own GOAWAY closes a connection whose first head never ends, with its warning and no protocol-error line", async (t) => {
   const logs = new LogCapture()
   const proxy = await tether(t, true, logs, 500)
   const socket = await connectH2(Number(new URL(proxy.url).port), certs.ca)
   socket.on('error', () => undefined)
   t.teardown(() => socket.destroy())
   const goaways: number[] = []
-  readFrames(socket, (type, _flags, _stream, payload) => { if (type === FRAME.GOAWAY) goaways.push(payload.readUInt32BE(4)) })
-  // no head at all: closed after timeouts.client_headers (0.5 s), well before the 10 s deadline
-  await within(new Promise<void>((resolve) => socket.once('close', () => resolve())), DEADLINE, 'the connection without a head to be closed')
-  t.same(goaways, [http2.constants.NGHTTP2_NO_ERROR], 'GOAWAY NO_ERROR')
+  let settings: () => void = () => undefined
+  const settled = new Promise<void>((resolve) => { settings = resolve })
+  readFrames(socket, (type, _flags, _stream, payload) => {
+    if (type === FRAME.GOAWAY) goaways.push(payload.readUInt32BE(4))
+    if (type === FRAME.SETTINGS) settings()
+  })
+  // the first 12 bytes of a HEADERS frame, once Tether's SETTINGS came (in the read of the
+  // client's own SETTINGS nghttp2 resets such a stream at once), then nothing: a slow first
+  // head, closed after timeouts.client_headers (0.5 s), well before the 10 s deadline
+  await within(settled, DEADLINE, "Tether's SETTINGS")
+  socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock('localhost')).subarray(0, 12))
+  await within(new Promise<void>((resolve) => socket.once('close', () => resolve())), DEADLINE, 'the connection with a slow head to be closed')
+  // (Node's close may send a second GOAWAY, NO_ERROR, naming the same stream)
+  t.equal(goaways[0], http2.constants.NGHTTP2_PROTOCOL_ERROR, `GOAWAY PROTOCOL_ERROR first: ${JSON.stringify(goaways)}`)
   t.ok(logs.records.some((r) => String(r['msg']).startsWith('HTTP/2 client did not complete a stream head')), 'the slow-head warning')
   t.same(refusedLines(logs), [], 'no protocol-error line')
 })
 
 t.test("h2c: a client that keeps its side open and keeps writing after Tether's GOAWAY is closed at the lingering close's bound (2 s), not held", async (t) => {
-  // the slow-head guard's close (timeouts.client_headers 0.5 s, no head sent): Tether's own
+  // the slow-head guard's close of a connection that began no head (timeouts.client_headers
+  // 0.5 s; GOAWAY NO_ERROR, as an idle one): Tether's own
   // close, on every Node (a frame nghttp2 refuses is closed only where Node has the internals)
   const proxy = await tether(t, false, new LogCapture(), 500)
   // its half stays open after Tether's FIN (allowHalfOpen), and it writes on: a lingering close
@@ -206,7 +217,7 @@ t.test("h2c: a client that keeps its side open and keeps writing after Tether's 
   t.teardown(() => clearInterval(pings))
   socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]))
   await within(closed, DEADLINE, 'the lingering connection to be closed by its bound (2 s after the close; the idle bound is 61 s)')
-  t.equal(events[0], `goaway ${http2.constants.NGHTTP2_NO_ERROR}`, "the slow-head guard's GOAWAY first")
+  t.equal(events[0], `goaway ${http2.constants.NGHTTP2_NO_ERROR}`, "the guard's GOAWAY first")
   t.same(events.filter((e) => !e.startsWith('goaway')), ['end', 'close'], 'then FIN (the close lingers), then the close at the bound')
 })
 

@@ -352,7 +352,11 @@ function refusedPastCap(req: http.IncomingMessage): boolean {
  *   head ('stream'): a head found incomplete is given `limit` ms from when it was found, then
  *   the connection is closed (`onSlow` is told first). A new connection without a complete head
  *   `limit` ms after it opened is closed (nghttp2 shows no stream before its first head is
- *   complete), as an HTTP/1.1 connection that sent no head is.
+ *   complete), as an HTTP/1.1 connection that sent no head is: as a slow head if it began one,
+ *   else as an idle connection (only its preface, SETTINGS or PINGs: `GOAWAY NO_ERROR`, last
+ *   stream 0, `onSlow` not told), as nginx 1.22 and HAProxy 2.6 close it at their header
+ *   timeout (measured: `client_header_timeout`, `timeout http-request`; not the keep-alive
+ *   one, which counts from a stream's end), with no log line in nginx.
  * Cost: no interval. One unref'd timer per connection reads `session.state` once per `limit`
  * while nothing is in progress (Node tells of no head begun: the read is the only way to see
  * one), and every `every` ms while a head is. Example: client_headers
@@ -395,9 +399,10 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     // no stream yet: nghttp2 shows the first one only once its head is complete, so a new
     // connection has client_headers from its start for its first head, as on HTTP/1.1
     if (seen === 0 && started === 0) {
-      // as nginx 1.22 closes it at client_header_timeout: GOAWAY NO_ERROR, last stream 0 (an
-      // unused preconnection is no protocol error; the client knows to open another)
-      if (now - opened >= limit) return slow(http2.constants.NGHTTP2_NO_ERROR)
+      // as nginx 1.22 and HAProxy 2.6 close it at their header timeout: GOAWAY NO_ERROR, last
+      // stream 0, and no warning (an unused preconnection, or a client that only PINGs, is idle,
+      // not slow: nginx logs nothing; the client knows to open another)
+      if (now - opened >= limit) return unused()
       return arm(Math.max(every, limit - (now - opened)))
     }
     if (started <= seen) {
@@ -416,10 +421,10 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
       probe(started)
       return arm(every)
     }
-    if (now - since >= limit) return slow(http2.constants.NGHTTP2_PROTOCOL_ERROR)
+    if (now - since >= limit) return slow()
     arm(every)
   }
-  const slow = (code: number): void => {
+  const slow = (): void => {
     onSlow()
     // GOAWAY with the last stream given to JavaScript (RFC 9113 section 6.8): the client learns
     // the unfinished one was not processed. Node's destroy() would send its own with nghttp2's
@@ -428,7 +433,12 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     // of a later one by what it sent (RFC 9113: never increased); destroyed at once, both were
     // queued and the second named the unfinished stream.
     sentGoaway.add(session)
-    closeWithGoaway(session, code, seen, closeIdleClient)
+    closeWithGoaway(session, http2.constants.NGHTTP2_PROTOCOL_ERROR, seen, closeIdleClient)
+  }
+  // (no stream begun: nghttp2's last stream is 0 too, so Node's GOAWAY names 0 as asked)
+  const unused = (): void => {
+    sentGoaway.add(session)
+    closeWithGoaway(session, http2.constants.NGHTTP2_NO_ERROR, 0, closeIdleClient)
   }
   arm(limit)
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
