@@ -6,7 +6,7 @@ import http2 from 'node:http2'
 import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
-import { FLAG, FRAME, PREFACE, connectH2, frame, getBlock, readFrames } from './fixtures/h2-frames.js'
+import { FLAG, FRAME, PREFACE, connectH2, connectPrefaced, frame, getBlock, readFrames } from './fixtures/h2-frames.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { makeCertificateSet } from './fixtures/tls.js'
 import { startUpstream, testConfig } from './fixtures/upstream.js'
@@ -49,13 +49,8 @@ const statusOn = (client: http2.ClientHttp2Session): Promise<number> => new Prom
 })
 
 /** An h2 connection (TLS by ALPN, or h2c with prior knowledge) that sent the preface and SETTINGS. */
-async function connect(proxy: Tether, tls: boolean): Promise<net.Socket> {
-  const port = Number(new URL(proxy.url).port)
-  if (tls) return connectH2(port, certs.ca)
-  const socket = net.connect(port, '127.0.0.1')
-  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
-  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]))
-  return socket
+function connect(proxy: Tether, tls: boolean): Promise<net.Socket> {
+  return connectPrefaced(Number(new URL(proxy.url).port), tls ? certs.ca : undefined)
 }
 
 /** The HPACK block of a HEADERS frame for stream 3: `GET /` with a literal :authority. */
