@@ -25,6 +25,9 @@ export const ERRORS = {
   TETHER_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed' },
   TETHER_HTTP_VERSION: { status: 505, message: 'HTTP Version Not Supported' },
   TETHER_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large' },
+  // the head over the limit while its request line was still being read: the target is what is
+  // too long, and RFC 9112 section 3 wants 414 for it (nginx 1.22 answers so)
+  TETHER_URI_TOO_LONG: { status: 414, message: 'URI Too Long' },
   TETHER_CLIENT_TIMEOUT: { status: 408, message: 'Request Timeout' },
   TETHER_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: shutting down' },
   TETHER_TOO_MANY_CONNECTIONS: { status: 503, message: 'Service Unavailable: too many open connections' },
