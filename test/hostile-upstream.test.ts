@@ -8,7 +8,8 @@ import { ERRORS } from '../src/errors.js'
 import { UPSTREAM } from './fixtures/raw-cases.js'
 import { startHarness, todo } from './fixtures/raw-tether.js'
 import { exchange, rawConnect } from './fixtures/raw-client.js'
-import type { RawScript } from './fixtures/raw-upstream.js'
+import type { RawScript, RawUpstreamConnection } from './fixtures/raw-upstream.js'
+import { onEvent, when } from './fixtures/wait.js'
 import { headerValues } from './fixtures/raw-http.js'
 
 for (const c of UPSTREAM) {
@@ -90,6 +91,31 @@ for (const [name, lengths] of [['Content-Length: 2 twice', 'Content-Length: 2\r\
     t.match(JSON.stringify(warned?.['err'] ?? null), "refused the answer's head at or after its Content-Length field")
   })
 }
+
+// RFC 9112 section 8: an answer delimited by the close is complete when the connection closes,
+// not when an error ends it. undici ends it on a reset too (ECONNRESET taken as the end "so
+// far"), and Tether re-framed it chunked to an HTTP/1.1 client with a last chunk: a truncated
+// answer that looked whole, until 2026-12-06. nginx 1.22 cuts it (HAProxy passes the answer
+// close-delimited, its FIN no signal). The FIN case stays whole (test/fixtures/raw-cases.ts).
+t.test('an HTTP/1.0 answer delimited by the close whose connection is reset: the client gets its head and what came, then a cut, no last chunk', async (t) => {
+  let upstream: RawUpstreamConnection | null = null
+  const h = await startHarness({ retries: { attempts: 0 } }, (_q, c) => {
+    upstream = c
+    c.write('HTTP/1.0 200 OK\r\n\r\nhello')
+  })
+  t.teardown(() => h.close())
+  const conn = await rawConnect(h.port)
+  t.teardown(() => conn.destroy())
+  conn.write('GET /x HTTP/1.1\r\nHost: a\r\n\r\n')
+  t.ok(await conn.until(() => conn.bytes.includes('5\r\nhello\r\n'), 3000), 'the head and the first bytes reached the client')
+  upstream!.socket.resetAndDestroy()
+  t.ok(await conn.waitEnd(3000), 'then the connection was closed')
+  t.equal(conn.finals().length, 0, 'no complete answer')
+  t.notMatch(conn.bytes.toString('latin1'), /\r\n0\r\n\r\n$/, 'no last chunk')
+  await when(onEvent(h.logs, 'record'), () => h.logs.access().some((l) => l['path'] === '/x'), 3000, 'the access line')
+  t.match(h.logs.access().find((l) => l['path'] === '/x'), { status: 200, outcome: 'TETHER_UPSTREAM_RESET' })
+  t.same(h.unhandled(), [])
+})
 
 t.test('an endless stream of 102 Processing still ends in 504 once timeouts.response_headers has passed', async (t) => {
   const h = await startHarness({ retries: { attempts: 0 }, timeouts: { response_headers: 500 } }, (_q, c) => {

@@ -1181,6 +1181,14 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #left = -1
   /** The chunk that completed the announced length, for `res.end` (see {@link #left}); else null. */
   #last: Buffer | null = null
+  /**
+   * The upstream connection an answer delimited by its close (neither Content-Length nor
+   * chunked: an HTTP/1.0 answer, say) comes on, else null. undici ends such an answer both when
+   * the upstream closes (FIN) and when the connection is reset (its `onHttpSocketError` takes
+   * an ECONNRESET as the end "so far"), but only the close completes it: a reset is an error of
+   * the connection, and the answer is incomplete (RFC 9112 section 8). See onResponseEnd.
+   */
+  #closeDelimited: Socket | null = null
   /** Trailer fields the upstream sent after the body, or null. */
   #trailers: Record<string, string | string[] | undefined> | null = null
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
@@ -1490,6 +1498,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // (an answer without a body, to HEAD or a 304, may describe the GET's: nothing to decode)
     const te = headers['transfer-encoding']
     if (te !== undefined && !(typeof te === 'string' && CHUNKED.test(te)) && !this.#head && statusCode !== 304 && statusCode !== 204) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL'))
+    // delimited by the close: the connection it is read from (this parse's, see lastRead)
+    if (te === undefined && headers['content-length'] === undefined) this.#closeDelimited = lastRead
     // the first attempt of this request whose head arrives answers the client; a rival that
     // comes second (a hedge lost) is stopped, its result ignored
     const ctx = this.#ctx
@@ -1629,7 +1639,14 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     }
   }
 
-  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+  onResponseEnd(controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+    // an answer delimited by the close whose connection was reset rather than closed (no
+    // 'end' read from it): cut as any answer the upstream broke off, never ended as whole (an
+    // HTTP/1.1 client would get a last chunk; nginx 1.22 cuts it too)
+    const delimiting = this.#closeDelimited
+    if (delimiting !== null && !delimiting.readableEnded && !this.#finished) {
+      return this.onResponseError(controller, new TetherError('TETHER_UPSTREAM_RESET', new Error('the upstream reset the connection its answer was delimited by')))
+    }
     if (this.#handedTo !== null) this.#release()
     // inside undici's parse of the bytes read from the connection (see lastRead): it was used
     if (lastRead !== null) (lastRead as Socket & AnsweredUpTo)[ANSWERED_UP_TO] = lastRead.bytesRead
