@@ -117,6 +117,24 @@ t.test('an HTTP/1.0 answer delimited by the close whose connection is reset: the
   t.same(h.unhandled(), [])
 })
 
+// An answer to an HTTP/1.0 client has no chunks: without a Content-Length it ends with the
+// connection, and a FIN after a cut would make the truncated answer look whole (nginx 1.22 does
+// so). Tether resets the connection instead (RFC 9112 section 8: an error of the connection
+// leaves it incomplete), from 2026-12-06; an answer with a length, or chunked, is closed
+t.test('an answer to an HTTP/1.0 client, delimited by the close, that the upstream breaks off mid-chunk: the connection is reset, not closed as if whole', async (t) => {
+  const h = await startHarness({ retries: { attempts: 0 } }, (_q, c) => c.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nab'))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, 'GET /x HTTP/1.0\r\nHost: a\r\n\r\n', { ms: 3000 })
+  t.ok(r.ended, 'the connection ended')
+  t.ok(r.reset, 'by a reset')
+  await when(onEvent(h.logs, 'record'), () => h.logs.access().some((l) => l['path'] === '/x'), 3000, 'the access line')
+  t.match(h.logs.access().find((l) => l['path'] === '/x'), { status: 200, outcome: 'TETHER_UPSTREAM_RESET' })
+  // the same answer to an HTTP/1.1 client is chunked: a close before its last chunk tells the cut
+  const chunked = await exchange(h.port, 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n', { ms: 3000 })
+  t.ok(chunked.ended && !chunked.reset, 'an HTTP/1.1 client: closed, not reset')
+  t.equal(chunked.finals.length, 0, 'no complete answer')
+})
+
 t.test('an endless stream of 102 Processing still ends in 504 once timeouts.response_headers has passed', async (t) => {
   const h = await startHarness({ retries: { attempts: 0 }, timeouts: { response_headers: 500 } }, (_q, c) => {
     const timer = setInterval(() => { if (c.socket.destroyed) clearInterval(timer); else c.write('HTTP/1.1 102 Processing\r\n\r\n') }, 50)

@@ -772,6 +772,20 @@ function attemptOutcome(err: Error, clientGone: boolean): Outcome {
   return outcome.kind === 'error' && !outcome.connect && notConnected.has(err) ? { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true } : outcome
 }
 
+/**
+ * Cut off a client's answer whose head went out (the upstream broke off its body). An answer
+ * delimited by the close (to an HTTP/1.0 client, neither Content-Length nor chunked) is cut by
+ * a reset: its connection's FIN would end it as complete (RFC 9112 section 8), the truncation
+ * unseen (nginx 1.22 closes it so). Any other is destroyed: a FIN before its length or last
+ * chunk tells the cut. Over HTTP/2 the stream alone. `lengthless`: the answer's head announced
+ * no Content-Length.
+ */
+function cutAnswer(res: ServerResponse, lengthless: boolean): void {
+  const socket = res instanceof H2Response ? null : res.socket
+  if (lengthless && socket != null && (res as { chunkedEncoding?: boolean }).chunkedEncoding !== true) socket.resetAndDestroy()
+  else res.destroy()
+}
+
 /** The upstream's refusal of Tether's client certificate behind `err` (see keepCertificateRefusal), or null. */
 function certificateRefusal(err: Error): Error | null {
   const cause = err instanceof errors.SocketError ? err.cause as { code?: unknown } | undefined : undefined
@@ -1756,7 +1770,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     }
     if (res.headersSent) {
       // the client already has a status line: the only honest signal left is to cut it off
-      res.destroy()
+      cutAnswer(res, this.#left === -1)
       this.#done({ status: res.statusCode, outcome, error: err, responded: true })
       return
     }
