@@ -44,6 +44,12 @@ export function clientErrorCode(code: string | undefined, raw?: Buffer, at?: num
 
 /** The start of a request line up to its target's first byte (no header line has a space before its colon). */
 const REQUEST_LINE_OPENING = /^[A-Z][A-Z0-9_-]* +[\x21-\x7e]/
+/**
+ * The same at the start of a read, where a request line may begin (a connection's first read, a
+ * kept-alive connection's next request, what follows a PROXY header) or a head sent in pieces may
+ * go on: only a method Node knows, then the first byte of a target's forms (`/`, `*`, a scheme).
+ */
+const READ_OPENING_LINE = new RegExp(`^(?:${METHODS.join('|')}) +[/*A-Za-z]`)
 
 /**
  * Did the head go over `limits.max_header_bytes` (HPE_HEADER_OVERFLOW, at `at` of the read
@@ -51,15 +57,16 @@ const REQUEST_LINE_OPENING = /^[A-Z][A-Z0-9_-]* +[\x21-\x7e]/
  * header fields and stops at the byte that crosses the limit, so a target too long is refused
  * in its own line: no LF lies between the line's opening (`GET /`) and `at`. RFC 9112 section 3
  * wants `414 URI Too Long` for it (nginx 1.22 answers so; Node's 431 would send a client looking
- * for a header to cut). Told only where the line's start is in `raw`: after an LF, or at the
- * start of `raw` when it is the connection's first read (`first`); a target the client sent
- * over several reads keeps the 431. Read only on that refusal.
- * Example: `('GET /aaaa...aaa', 16380, true)` -> true; `('GET / HTTP/1.1\r\nX-Big: aaa...', 16390, true)` -> false.
+ * for a header to cut). Told only where the line's start is in `raw`: after an LF, or at the start
+ * of `raw` when a request line opens it (see READ_OPENING_LINE); a target the client sent over
+ * several reads, whose line began in an earlier one (over TLS, one longer than a TLS record's
+ * 16 KB), keeps the 431. Read only on that refusal.
+ * Example: `('GET /aaaa...aaa', 16380)` -> true; `('GET / HTTP/1.1\r\nX-Big: aaa...', 16390)` -> false.
  */
-export function overflowInRequestLine(raw: Buffer, at: number, first: boolean): boolean {
+export function overflowInRequestLine(raw: Buffer, at: number): boolean {
   const end = Math.min(at, raw.length)
   const lf = end <= 0 ? -1 : raw.lastIndexOf(0x0a, end - 1)
-  if (lf < 0 && !first) return false
+  if (lf < 0) return READ_OPENING_LINE.test(raw.toString('latin1', 0, Math.min(end, 41)))
   return REQUEST_LINE_OPENING.test(raw.toString('latin1', lf + 1, Math.min(end, lf + 41)))
 }
 
@@ -356,7 +363,7 @@ export class ClientErrors {
     const at = typeof bytesParsed === 'number' ? bytesParsed : 0
     const reason = typeof why === 'string' ? why : undefined
     let code = clientErrorCode(err.code, raw, at, reason)
-    if (code === 'TETHER_HEADERS_TOO_LARGE' && raw !== undefined && overflowInRequestLine(raw, at, raw.length === socket.bytesRead)) code = 'TETHER_URI_TOO_LONG'
+    if (code === 'TETHER_HEADERS_TOO_LARGE' && raw !== undefined && overflowInRequestLine(raw, at)) code = 'TETHER_URI_TOO_LONG'
     if (err.code === 'ECONNRESET' || socket.destroyed) {
       socket.destroy()
       return

@@ -782,8 +782,25 @@ function attemptOutcome(err: Error, clientGone: boolean): Outcome {
  */
 function cutAnswer(res: ServerResponse, lengthless: boolean): void {
   const socket = res instanceof H2Response ? null : res.socket
-  if (lengthless && socket != null && (res as { chunkedEncoding?: boolean }).chunkedEncoding !== true) socket.resetAndDestroy()
-  else res.destroy()
+  if (lengthless && socket != null && (res as { chunkedEncoding?: boolean }).chunkedEncoding !== true && resetTcp(socket)) return
+  res.destroy()
+}
+
+/**
+ * Reset a plain TCP client connection (RST), true when done. Node's `resetAndDestroy` throws for a
+ * socket whose handle is no TCP handle (a TLS socket's TLSWrap: ERR_INVALID_HANDLE_TYPE, which
+ * inside undici's callbacks would be an uncaught exception: review s65 r2), so a TLS connection
+ * is left to `destroy`: closed without a close_notify, which tells a TLS client the answer was
+ * cut (RFC 8446 section 6.1).
+ */
+function resetTcp(socket: Socket): boolean {
+  if ((socket as Socket & { encrypted?: boolean }).encrypted === true) return false
+  try {
+    socket.resetAndDestroy()
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** The upstream's refusal of Tether's client certificate behind `err` (see keepCertificateRefusal), or null. */
@@ -1512,8 +1529,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // (an answer without a body, to HEAD or a 304, may describe the GET's: nothing to decode)
     const te = headers['transfer-encoding']
     if (te !== undefined && !(typeof te === 'string' && CHUNKED.test(te)) && !this.#head && statusCode !== 304 && statusCode !== 204) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL'))
-    // delimited by the close: the connection it is read from (this parse's, see lastRead)
-    if (te === undefined && headers['content-length'] === undefined) this.#closeDelimited = lastRead
+    // delimited by the close: the connection it is read from (this parse's, see lastRead); not an
+    // answer that has no body (HEAD, 204, 304), which ends at its head, its connection open (undici
+    // ends a HEAD's in the same parse even while its head is held: review s65 r2)
+    if (te === undefined && headers['content-length'] === undefined && !this.#head && statusCode !== 204 && statusCode !== 304) this.#closeDelimited = lastRead
     // the first attempt of this request whose head arrives answers the client; a rival that
     // comes second (a hedge lost) is stopped, its result ignored
     const ctx = this.#ctx
