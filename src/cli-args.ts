@@ -112,7 +112,9 @@ function optionValue(written: string, inline: string | undefined, args: string[]
     // the option's name is shown (`--token=S3CRET` after `--admin` is a token: never shown)
     const name = v.startsWith('--') && v.includes('=') ? v.slice(0, v.indexOf('=')) : v
     if (v === '--' || OPTION_NAMES.has(name)) return error(`${written} needs ${needs}, and the word after it is the option ${name}`)
-    if (long === '--token') return error(`--token needs a token, and the word after it starts with "-" (for a token that starts with "-", write --token=<token>)`)
+    // (`--admin --S3CRET`: the word may be the secret itself, a URL or token given without its
+    // option's name: neither it nor a hint built of it is shown, the placeholder instead)
+    if (SECRET_OPTIONS.has(long)) return error(`${long} needs ${needs}, and the word after it starts with "-" (for ${needs} that starts with "-", write ${long}=${placeholder})`)
     // (`--config --tok=S3CRET`: a misspelt option with its value, shown as `--tok=...`, see shownWord)
     const shown = shownWord(v)
     if (long === '--timeout') return error(`--timeout needs a duration, and "${shown}" after it is taken for an option (a duration does not start with "-")`)
@@ -138,6 +140,17 @@ function shownWord(word: string): string {
   const eq = word.indexOf('=')
   if (eq !== -1 && eq < word.length - 1) return `${word.slice(0, eq)}=...`
   return /^-[A-Za-z]./.test(word) ? `${word.slice(0, 2)}...` : word
+}
+
+/**
+ * A word of argv that is no option and that nothing takes (a second file, key or id; an
+ * unknown command or argument), as a usage error names it: by its place among the words after
+ * `tether` and its length, never its text, which may be a token split off its option
+ * (`--token Bearer S3CRET`, unquoted) or pasted in the wrong place (`tether S3CRET`).
+ * Example: `wordAt(6, "S3CRET")` -> `"word 6, 6 characters"`.
+ */
+function wordAt(position: number, word: string): string {
+  return `word ${position}, ${word.length} character${word.length === 1 ? '' : 's'}`
 }
 
 /**
@@ -245,10 +258,12 @@ function nearestOption(name: string, candidates: readonly string[]): { readonly 
 }
 
 /**
- * A usage error for an argument nothing takes, with the option or command it is closest to:
- * `unknownArgument("--conifg", ["--config"])` -> `unknown argument "--conifg", did you mean "--config"?`.
+ * A usage error for an argument nothing takes (the word `position` of argv), with the option or
+ * command it is closest to: `unknownArgument("--conifg", ["--config"], 2)` -> `unknown argument
+ * "--conifg", did you mean "--config"?`. A word that is no option is not quoted (see wordAt):
+ * `unknownArgument("chek", COMMANDS, 1)` -> `unknown argument (word 1, 4 characters), did you mean "check"?`.
  */
-function unknownArgument(a: string, candidates: readonly string[]): Command {
+function unknownArgument(a: string, candidates: readonly string[], position: number): Command {
   const name = a.startsWith('--') ? a.split('=')[0]! : a // `--confg=x`: the option's name
   // `--syntax-only=yes`: the option is right, its value is what is wrong
   // (its value not shown: `--json=S3CRET`, a token after the wrong option)
@@ -259,8 +274,10 @@ function unknownArgument(a: string, candidates: readonly string[]): Command {
   // a value written onto the argument is never shown, whatever the option (`--tok=S3CRET` to a
   // command without --token too -> "--tok=..."), see shownWord; a word within two edits of an
   // option is that option's name mistyped (`-config`), shown as written
-  const shown = name === a && close !== undefined && close.near.length > 0 ? a : shownWord(a)
-  return { kind: 'usage-error', message: `unknown argument "${shown}"${near === undefined ? '' : `, ${near}`}` }
+  // (`help`, `-V`: a word of FLAG_WORDS is no secret, shown)
+  const shown = flag !== undefined || (a.startsWith('-') && name === a && close !== undefined && close.near.length > 0) ? `"${a}"`
+    : a.startsWith('-') ? `"${shownWord(a)}"` : `(${wordAt(position, a)})`
+  return { kind: 'usage-error', message: `unknown argument ${shown}${near === undefined ? '' : `, ${near}`}` }
 }
 
 /**
@@ -313,7 +330,7 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
       if (a === '') return { kind: 'usage-error', message: 'check needs a config file (an empty argument was given)' }
       config = a
     } else if (kind === 'check' && !option) {
-      return { kind: 'usage-error', message: `check takes one config file: "${shownWord(a)}" is a second (check each on its own)` }
+      return { kind: 'usage-error', message: `check takes one config file: a second config file (${wordAt(argv.length - args.length, a)}) was given (check each on its own)` }
     } else if (ended && a.startsWith('-')) {
       // `tether -- --config x.yaml`, `tether run -- --config=x.yaml`: no "did you mean" (it would name the word itself)
       return { kind: 'usage-error', message: `"${shownWord(a)}" after "--" is an argument, not an option: put options before "--"` }
@@ -325,7 +342,7 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
       const first = argv[0] === 'run' || argv[0] === 'check' ? `, and there is one: ${argv[0]}` : ` (tether ${a} ...)`
       return { kind: 'usage-error', message: `unknown argument "${a}": a command comes first${first}` }
     } else {
-      const unknown = unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version', ...(kind === 'check' ? ['--syntax-only'] : [])] : argv[0] === a ? COMMANDS : [])
+      const unknown = unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version', ...(kind === 'check' ? ['--syntax-only'] : [])] : argv[0] === a ? COMMANDS : [], argv.length - args.length)
       // a first word that is no command and near none: which there are
       return argv[0] === a && unknown.kind === 'usage-error' && !unknown.message.includes('did you mean') && !a.startsWith('-')
         ? { kind: 'usage-error', message: `${unknown.message} (commands: ${COMMANDS.join(', ')})` }
@@ -376,7 +393,7 @@ function parseImport(args: string[]): Command {
       const twice = givenTwice('--image', image, v, 'image')
       if (twice !== null) return twice
       image = v
-    } else if (!ended && a.startsWith('-') && a !== '-') return otherCommandsOption(a, 'import') ?? unknownArgument(a, ['--manifests', '--image'])
+    } else if (!ended && a.startsWith('-') && a !== '-') return otherCommandsOption(a, 'import') ?? unknownArgument(a, ['--manifests', '--image'], 0)
     else if (a === '') return { kind: 'usage-error', message: 'import: a manifest file argument is empty' }
     // (its objects would each be read twice: the second reported as a second source of
     // stickiness), also when spelt another way (`./a.yaml`)
@@ -435,6 +452,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
   const given: Record<string, string> = {}
   const one: Readonly<Record<string, string>> = { '--admin': 'admin API', '--token': 'token', '--timeout': 'deadline' }
   let ended = false // after "--"
+  const words = args.length + 1 // argv's, the command's included (for wordAt)
   while (args.length > 0) {
     const a = args.shift()!
     if (a === '--' && !ended) {
@@ -464,11 +482,12 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     else if (!ended && a === '--wait' && kind === 'drain') wait = true
     else if (!ended && otherCommandsOption(name, kind) !== null) return otherCommandsOption(name, kind)!
     // (after "--", a key or id whatever it starts with)
-    else if (!ended && a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])])
+    else if (!ended && a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])], 0)
     else if (a === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'} (an empty argument was given)` }
     else if (target !== undefined) {
       const what = kind === 'session' ? 'session key' : 'upstream id'
-      return { kind: 'usage-error', message: `${kind} takes one ${what}: "${shownWord(a)}" is a second${kind === 'drain' ? ' (drain each on its own)' : ''}` }
+      // (word 1 is the command: the words after it counted from 2)
+      return { kind: 'usage-error', message: `${kind} takes one ${what}: a second ${what} (${wordAt(words - args.length, a)}) was given${kind === 'drain' ? ' (drain each on its own)' : ''}` }
     } else target = a
   }
   if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
