@@ -31,10 +31,14 @@ t.test('state.redis.nodes and sentinels: host:port with a port 1..65535', async 
   t.strictSame(issuesOf(redis('nodes', 'redis-0:0')), [`${FILE}:6:13 state.redis.nodes[0]: expected a port between 1 and 65535, got 0`])
   t.strictSame(issuesOf(redis('nodes', 'redis-0:99999')), [`${FILE}:6:13 state.redis.nodes[0]: expected a port between 1 and 65535, got 99999`])
   t.strictSame(issuesOf(redis('sentinels', 'sentinel:70000')), [`${FILE}:6:17 state.redis.sentinels[0]: expected a port between 1 and 65535, got 70000`])
-  t.strictSame(issuesOf(redis('nodes', 'redis-0')), [`${FILE}:6:13 state.redis.nodes[0]: expected host:port, got "redis-0"`])
+  t.strictSame(issuesOf(redis('nodes', 'redis-0')), [`${FILE}:6:13 state.redis.nodes[0]: expected host:port, got a value of 7 characters that is no address (not shown: it may hold a password)`])
   // a password written into the address is never shown (the issues are also logged on a rejected reload)
   t.strictSame(issuesOf(redis('nodes', 'redis://u:s3cret@redis-0:6379')), [`${FILE}:6:13 state.redis.nodes[0]: expected host:port, got "redis://***@redis-0:6379"`])
   t.strictSame(issuesOf(redis('sentinels', 'u:p@ss@sentinel:26379')), [`${FILE}:6:17 state.redis.sentinels[0]: expected host:port, got "***@sentinel:26379"`])
+  // (review s65 r1) nor one that is no host:port: a password in its place, after a host, in a URL without its @host
+  for (const item of ['s3cret', 'sentinel-0:s3cret', 'redis://:s3cret']) {
+    t.strictSame(issuesOf(redis('sentinels', item)), [`${FILE}:6:17 state.redis.sentinels[0]: expected host:port, got a value of ${item.length} characters that is no address (not shown: it may hold a password)`], item)
+  }
 })
 
 t.test('upstreams[].url: a port 0 or above 65535 is named as the problem', async (t) => {

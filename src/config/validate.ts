@@ -966,8 +966,27 @@ const withoutUserinfo = (value: string): string =>
 /** `host:port` (a name, an IPv4 address or a bracketed IPv6 one), port 1..65535; a user and password written before it are not shown. */
 const hostPort: Check<string> = andThen(string(), (v) => {
   const port = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d+)$/.exec(v)?.[1]
-  return port === undefined ? expected('host:port', withoutUserinfo(v)) : portProblem(port)
+  return port === undefined ? shownAddress('host:port', v, HOST_PORT_SHAPE) : portProblem(port)
 })
+
+/**
+ * An invalid state.redis.sentinels[] or nodes[] entry as {@link withoutUserinfo} leaves it,
+ * shown when it reads as an address: maybe a scheme (a URL given for a host:port, the usual
+ * mistake), a masked user and password, a host, `:` and digits (`redis://***@redis-0:6379`,
+ * `sentinel-0:99999`). Not `hunter2` (a password in a host's place, or from a ${VAR} set to the
+ * wrong variable: a name without a port is not told from one), `sentinel-0:hunter2`, `redis://:hunter2`.
+ */
+const HOST_PORT_SHAPE = /^(?:[a-z][a-z0-9+.-]*:\/\/)?(?:\*\*\*@)?(?:\[[0-9a-f:.]+\]|[a-z0-9._-]+):\d*$/i
+
+/**
+ * The issue of an invalid address-valued key (state.redis.url, sentinels[], nodes[]): `value`
+ * with its user, password and query masked, quoted when that reads as an address (`shape`);
+ * else named by its length only, as what is no address may be a password in the wrong place.
+ */
+function shownAddress(what: string, value: string, shape: RegExp): Fail {
+  const shown = withoutUserinfo(value)
+  return shape.test(shown) ? expected(what, shown) : new Fail(`expected ${what}, got a value of ${value.length} characters that is no address (not shown: it may hold a password)`)
+}
 
 const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
   if (typeof value !== 'string') return expected('a redis:// or rediss:// URL', value)
@@ -983,12 +1002,10 @@ const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
       return new Fail('expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F')
     }
   } catch { /* reported below */ }
-  const shown = withoutUserinfo(value)
   // quoted only when it is an address (`http://x`, `redis-master:6379`, `redis://***@h:99999`):
   // a value that is not (`hunter2`, a password from ${REDIS_URL} set to the wrong variable;
   // `redis://:hunter2`, its `@host` forgotten) may be a password, not shown
-  return REDIS_ADDRESS.test(shown) ? expected('a redis:// or rediss:// URL', shown)
-    : new Fail(`expected a redis:// or rediss:// URL, got a value of ${value.length} characters that is no address (not shown: it may hold a password)`)
+  return shownAddress('a redis:// or rediss:// URL', value, REDIS_ADDRESS)
 })
 
 /**
