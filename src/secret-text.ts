@@ -52,6 +52,14 @@ const LINE_URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-
 const QUOTED_URL_USERINFO = new Map(['"', "'"].map((q) => [q, new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/${NOT_AN_IPV6_PORT}[^\s:@/?#"']*:)${NOT_A_PORT}([^/?${q}]*)@`, 'gi')]))
 
 /**
+ * `scheme://[user]:REST` in a YAML line where REST is no port and no `@` follows (`url:
+ * "redis://:hunter2`, the `@host` forgotten; `redis://u:hunter2`): group 1 up to the colon,
+ * group 2 REST, to a `/`, `?`, a quote, a space or a flow indicator. A port (`redis://h:6379`,
+ * `http://h:80/x`) is not matched, nor a bracketed IPv6 host (`http://[::1]:1`).
+ */
+const LINE_URL_NO_HOST = /(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#"'[\]{},]*:)(?!\d*(?:[/?#"'\s,\]}]|$))([^\s/?"',\]}@]+)(?=[/?"'\s,\]}]|$)/gi
+
+/**
  * A query parameter (`?name=value`, `&name=value`): group 1 up to the value, group 2 its name,
  * group 3 its value (up to a `&`, a space or a quote). The ones named like a secret
  * ({@link SECRET_NAME}) are masked: ioredis takes `redis://h?password=pw` (and
@@ -94,6 +102,46 @@ const SECRET_KEY = /(^|[\s{,[?#-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|t
 
 /** A secret key at the start of a line with its colon left out (`password hunter2`): the rest is its value. */
 const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3)(?=[ \t]+[^\s#:][^:]*$)/gi
+
+/**
+ * Any key of a YAML line, as {@link SECRET_KEY} finds a secret one: group 1 what comes before
+ * it, group 2 the key with its quotes and the colon, group 4 its name.
+ */
+const ANY_KEY = /(^|[\s{,[?#-])((["']?)([A-Za-z0-9_-]+)\3[ \t]*:)(?!:)/g
+
+/** The words a secret key's name is or ends with, for {@link misspeltSecretKeys}. */
+const SECRET_WORDS = ['password', 'passphrase', 'token', 'secret']
+
+/** Words within two edits of a secret word that are Tether's keys and hold no secret (affinity.cookie.secure). */
+const NOT_SECRET_WORDS: ReadonlySet<string> = new Set(['secure'])
+
+/**
+ * The keys of `line` (as {@link ANY_KEY} matches them) whose name, or a part of it between `_`
+ * and `-`, of 4 characters or more, is within two edits of a secret word but is none
+ * (`pasword:`, `tokn:`, `sentinel_pasword:`): a misspelt secret key's value is still a secret,
+ * masked as {@link SECRET_KEY}'s is (the line is quoted under a syntax error that the misspelling
+ * does not cause, or in an unknown-key error's source line).
+ */
+function misspeltSecretKeys(line: string): RegExpExecArray[] {
+  return [...line.matchAll(ANY_KEY)].filter((m): m is RegExpExecArray => {
+    const name = m[4]!.toLowerCase()
+    if (SECRET_NAME.test(name)) return false // (SECRET_KEY's)
+    return [name, ...name.split(/[-_]/)].some((part) => part.length >= 4 && !NOT_SECRET_WORDS.has(part) && SECRET_WORDS.some((w) => editDistance(part, w) <= 2))
+  })
+}
+
+/** Edit distance (insert, delete, substitute), two-row dynamic programming. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    prev = row
+  }
+  return prev[b.length]!
+}
 
 /**
  * `text` with the password of every `scheme://user:password@` replaced by `***`, and the value
@@ -262,7 +310,7 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
   const out = line.split('') // UTF-16 units, as the match indexes and a caret's column count
   let open: Open | null = null
   const hide = (from: number, to: number): void => { for (let i = from; i < to; i++) out[i] = '*' }
-  for (const m of [...line.matchAll(LINE_URL_USERINFO), ...line.matchAll(ADDRESS_USERINFO)]) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
+  for (const m of [...line.matchAll(LINE_URL_USERINFO), ...line.matchAll(ADDRESS_USERINFO), ...line.matchAll(LINE_URL_NO_HOST)]) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
   let depths: number[] | null = null
   for (const m of line.includes('=') ? line.matchAll(QUERY_PARAM) : []) {
     if (!secretParam(m[2]!)) continue
@@ -280,7 +328,7 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
       }
     }
   }
-  const values = [...line.matchAll(SECRET_KEY), ...line.matchAll(SECRET_KEY_NO_COLON)].map((m) => {
+  const values = [...line.matchAll(SECRET_KEY), ...line.matchAll(SECRET_KEY_NO_COLON), ...misspeltSecretKeys(line)].map((m) => {
     const key = m.index + m[1]!.length
     return { key, start: key + m[2]!.length }
   })

@@ -149,3 +149,20 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
 t.test('maskSecretLines also masks the lines a secret value goes on over', async (t) => {
   for (const [name, lines, masked] of multiLineCases) t.strictSame(maskSecretLines(lines), masked, name)
 })
+
+t.test('maskSecretLine masks a URL password without its @host and the value of a misspelt secret key (review s65 r1)', async (t) => {
+  for (const [line, masked] of [
+    ['    url: "redis://:hunter2', '    url: "redis://:*******'], // its @host forgotten, its quote not closed
+    ['url: redis://u:hunter2/0', 'url: redis://u:*******/0'],
+    ['x: { url: redis://:hunter2, y: 1 }', 'x: { url: redis://:*******, y: 1 }'],
+    ['    pasword: "hunter2', '    pasword: "*******'], // within two edits of a secret word
+    ['  tokn: hunter2', '  tokn: *******'],
+    ['  sentinel_pasword: hunter2', '  sentinel_pasword: *******'],
+    // (as before: a port, an IPv6 host, a key near no secret word, secure near secret)
+    ['url: "redis://h:6379', 'url: "redis://h:6379'],
+    ['url: http://h:80/x', 'url: http://h:80/x'],
+    ['url: http://[::1]:1', 'url: http://[::1]:1'],
+    ['  secure: true', '  secure: true'],
+    ['  timeout: 5s', '  timeout: 5s'],
+  ]) t.equal(maskSecretLine(line!), masked, line)
+})

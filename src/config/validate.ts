@@ -9,7 +9,7 @@ import { parseTrustedProxies } from '../affinity/client-ip.js'
 import { MIN_SECRET_BYTES, setCookieSerializer } from '../affinity/cookie-codec.js'
 import { describeValue, formatDuration, parseDuration } from './duration.js'
 import { substituteEnv, type Env } from './env.js'
-import { maskUrlCredentials } from '../secret-text.js'
+import { editDistance, maskUrlCredentials } from '../secret-text.js'
 
 /** 1-based line and column in the config file. */
 export interface Pos {
@@ -503,7 +503,7 @@ const NEAREST_LISTED = 5
  */
 export function nearest(word: string, candidates: readonly string[]): { readonly near: readonly string[]; readonly more: number } {
   const scored = candidates
-    .map((k) => ({ k, d: levenshtein(word.toLowerCase(), k.toLowerCase()) }))
+    .map((k) => ({ k, d: editDistance(word.toLowerCase(), k.toLowerCase()) }))
     .filter(({ d }) => d <= Math.min(2, Math.max(1, word.length - 1)))
   const best = Math.min(...scored.map(({ d }) => d))
   const all = [...new Set(scored.filter(({ d }) => d === best).map(({ k }) => k))]
@@ -520,19 +520,6 @@ export function didYouMean(found: { readonly near: readonly string[]; readonly m
   if (shown.length === 0) return undefined
   if (found.more > 0) return `did you mean one of ${shown.join(', ')} (or ${found.more} more as close)?`
   return `did you mean ${shown.length === 1 ? shown[0] : `${shown.slice(0, -1).join(', ')} or ${shown.at(-1)}`}?`
-}
-
-/** Edit distance (insert, delete, substitute), two-row dynamic programming. */
-function levenshtein(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i]
-    for (let j = 1; j <= b.length; j++) {
-      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
-    }
-    prev = row
-  }
-  return prev[b.length]!
 }
 
 /** The node at `keys` under `node`, or the deepest one that exists (for locating cross-field issues). */
