@@ -86,6 +86,9 @@ t.test('malformed references are errors', async (t) => {
   t.strictSame(issuesOf(withId('"${}"'), {}), [`${FILE}:2:9 upstreams[0].id: invalid variable reference "\${}": ${hint}`])
   t.strictSame(issuesOf(withId('"${1X}"'), {}), [`${FILE}:2:9 upstreams[0].id: invalid variable reference "\${1X}": ${hint}`])
   t.strictSame(issuesOf(withId('"a${OPEN"'), {}), [`${FILE}:2:9 upstreams[0].id: invalid variable reference "\${OPEN": ${hint}`])
+  // (review s65 r1) in a secret, what follows "${" is the secret: named by its place only
+  t.strictSame(issuesOf(withToken('"x${hunter2"'), {}), [`${FILE}:2:10 admin.token: invalid variable reference at character 2 of the value (not shown: a secret's): ${hint}`])
+  t.strictSame(issuesOf(withToken('"${hunter 2}"'), {}), [`${FILE}:2:10 admin.token: invalid variable reference at character 1 of the value (not shown: a secret's): ${hint}`])
 })
 
 t.test('a reference in a default is an error, never a literal or a stray brace (references do not nest)', async (t) => {

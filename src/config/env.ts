@@ -20,7 +20,8 @@ const BODY = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s
  * NAME is unset or empty (shell semantics). `$${` stands for a literal `${`. An unset NAME
  * without a default is an error, and so is a `${` in a default (references do not nest); the
  * reference is then left in place. `secret` (a password, token or secret key): an unset NAME
- * is told to be exported, not given a default in the file.
+ * is told to be exported, not given a default in the file, and an invalid reference is named
+ * by its place in the value, not quoted.
  * Example: `"http://${HOST:-127.0.0.1}:9001"` with env {} -> `"http://127.0.0.1:9001"`.
  */
 export function substituteEnv(text: string, env: Env, secret = false): Substitution {
@@ -31,9 +32,12 @@ export function substituteEnv(text: string, env: Env, secret = false): Substitut
     if (match === '$${') return '${'
     const ref = body === undefined ? undefined : BODY.exec(body)
     if (!ref) {
-      const shown = body === undefined ? text.slice(offset, offset + 40) : match
+      // in a secret (`token: "x${hunter2"`, a password holding "${"), what follows "${" is the
+      // secret: its place in the value is said instead
+      const shown = secret ? `at character ${offset + 1} of the value (not shown: a secret's)`
+        : JSON.stringify(body === undefined ? text.slice(offset, offset + 40) : match)
       errors.push(
-        `invalid variable reference ${JSON.stringify(shown)}: expected \${NAME} or \${NAME:-default} (write $\${ for a literal \${)`,
+        `invalid variable reference ${shown}: expected \${NAME} or \${NAME:-default} (write $\${ for a literal \${)`,
       )
       return match
     }
