@@ -205,8 +205,13 @@ function shownAdminValue(value: string): string {
   return head === value ? `"${value}"` : `"${head}" and more (not shown: it may hold a credential)`
 }
 
-/** `scheme://host[:port]`, or `host:port` (a name, an IPv4 address or a bracketed IPv6 one). */
-const ADDRESS = /^(?:[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]*)(?::\d*)?|(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d+)$/
+/**
+ * `scheme://host[:port]`, or `host:port` (a name, an IPv4 address or a bracketed IPv6 one), or
+ * an address without a scheme whose host is no name (an IPv4 address, `localhost`, a bracketed
+ * IPv6 one) or absent (`:9901`): the usual mistakes, shown. A name alone is not (a token, a JWT
+ * with its dots, reads as one).
+ */
+const ADDRESS = /^(?:[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]*)(?::\d*)?|(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d+|(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9A-Fa-f:.]+\])(?::\d*)?|:\d+)$/i
 
 /**
  * How a usage error may show the value of the option `name`: as written (`--config`, `--image`:
@@ -220,8 +225,13 @@ function shownValue(name: string, value: string): string | null {
   return JSON.stringify(value)
 }
 
-/** A number, maybe signed or with a unit word after it: what a mistyped duration looks like. */
-const DURATION_SHAPE = /^[+-]?[\d.]+[ \t]*[A-Za-z\u00b5]{0,8}$/
+/**
+ * A number, maybe signed or with a unit word after it, or numbers each with a duration unit
+ * (`5m30s`, `1h 30m`, as Go and systemd write them; Tether's parser takes one unit): what a
+ * mistyped duration looks like. The units after the first are duration units only, so a hex
+ * token (`4f3a9b2c`) is not one.
+ */
+const DURATION_SHAPE = /^[+-]?[\d.]+[ \t]*(?:[A-Za-z\u00b5]{0,8}|(?:ms|[u\u00b5n]s|s|m|h|d|w)(?:[ \t]*[\d.]+[ \t]*(?:ms|[u\u00b5n]s|s|m|h|d|w)){1,6})$/
 
 /**
  * An option that takes a value, given a second time with another value: a usage error naming

@@ -193,3 +193,16 @@ t.test('a shortened option gets a "did you mean" naming the one it begins, a val
   for (const [argv, message] of cases) t.equal(usageError(argv), message, argv.join(' '))
   t.same(parseArgs(['check', '--syntax-only', 'a.yaml'], {}), { kind: 'check', config: 'a.yaml', syntaxOnly: true })
 })
+
+t.test('harmless values stay shown: a compound duration, an address without a scheme (review s65 r1)', async (t) => {
+  const expectedDuration = '--timeout: expected a duration like "500ms", "5s", "3h" or a number of seconds, got'
+  t.equal(usageError(['drain', 'a', '--wait', '--timeout', '5m30s']), `${expectedDuration} "5m30s"`)
+  t.equal(usageError(['drain', 'a', '--wait', '--timeout', '1h 30m']), `${expectedDuration} "1h 30m"`)
+  // (not a hex token, whose letters are no units)
+  t.equal(usageError(['drain', 'a', '--wait', '--timeout', '4f3a9b2c']), `${expectedDuration} a value of 8 characters that is none (not shown)`)
+  for (const admin of ['127.0.0.1', 'localhost', ':9901', '[::1]']) {
+    t.equal(usageError(['session', 'k', '--admin', admin]), `--admin: expected a URL like http://127.0.0.1:9901, got "${admin}"`, admin)
+  }
+  // (a name alone is not told from a token, a JWT with its dots)
+  t.equal(usageError(['session', 'k', '--admin', 'eyJ.abc.def']), '--admin: expected a URL like http://127.0.0.1:9901, got a value of 11 characters that is no address (not shown: it may be a token)')
+})
