@@ -236,3 +236,19 @@ t.test('https:// to the plain-HTTP admin listener: the TLS reason, and that the 
   t.same([r.code, r.out], [1, ''])
   t.equal(r.err, `tether drain: cannot reach the admin API at https://127.0.0.1:${port}: EPROTO (wrong version number; Tether's admin listener is plain HTTP: --admin http://127.0.0.1:${port}?)\n`)
 })
+
+t.test('an --admin URL with a query or a path prefix: the API path goes after its path, before its query (review s65 r1)', async (t) => {
+  const seen: string[] = []
+  const server = http.createServer((req, res) => {
+    seen.push(req.url!)
+    res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"no"}')
+  }).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => server.close())
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  await showSession({ url: `${origin}/?x=y`, token: null }, 'u/1', false)
+  await drainUpstream({ url: `${origin}/pre/?x=y#frag`, token: null }, 'app-0', { ...DRAIN, wait: false, migrate: true })
+  await showSession({ url: `${origin}/`, token: null }, 'u1', false)
+  // (a 404 to a drain: the ids known are looked up, under the same prefix and query)
+  t.strictSame(seen, ['/sessions/u%2F1?x=y', '/pre/upstreams/app-0/drain?x=y&migrate=true', '/pre/upstreams?x=y', '/sessions/u1'])
+})

@@ -211,7 +211,7 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
   const token = admin.token?.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '')
   const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${Buffer.from(token, 'utf8').toString('latin1')}` }
   try {
-    const res = await request(`${admin.url.replace(/\/+$/, '')}${path}`, method, headers, timeout)
+    const res = await request(requestUrl(admin.url, path), method, headers, timeout)
     const body = res.body
     const ok = res.status >= 200 && res.status < 300
     if (res.status === 401) return `${res.status} ${oneLine(body)} (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN${admin.token === null ? ': neither is set' : ''})`
@@ -233,6 +233,30 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
     const why = e.code ?? e.message
     return escapeControls(`cannot reach the admin API at ${at}: ${why}${hint(why, e.message, at)}`)
   }
+}
+
+/**
+ * The URL of the admin API's `path` (`/sessions/k`, `/upstreams/a/drain?migrate=true`) under
+ * `--admin`, built with the URL API rather than by appending text: after the admin URL's path
+ * (without its trailing `/`: a prefix a proxy in front serves the API under), before its query
+ * (`--admin http://h:1/?x=y` was `http://h:1/?x=y/sessions/k`, the API path sent as part of the
+ * query), which is kept with the API path's parameters after it; its fragment, never sent, dropped.
+ * Example: `requestUrl('http://h:1/?x=y', '/upstreams/a/drain?migrate=true')` ->
+ * `http://h:1/upstreams/a/drain?x=y&migrate=true`. A URL that does not parse is left to fail
+ * in the request (ERR_INVALID_URL, said as such).
+ */
+export function requestUrl(adminUrl: string, path: string): string {
+  let u: URL
+  try {
+    u = new URL(adminUrl)
+  } catch {
+    return `${adminUrl.replace(/\/+$/, '')}${path}`
+  }
+  const [pathname, query = ''] = path.split('?', 2) as [string, string?]
+  u.pathname = `${u.pathname.replace(/\/+$/, '')}${pathname}`
+  u.search = [u.search.slice(1), query].filter((q) => q !== '').join('&')
+  u.hash = ''
+  return u.href
 }
 
 /**
