@@ -123,11 +123,23 @@ const NOT_SECRET_WORDS: ReadonlySet<string> = new Set(['secure'])
  * does not cause, or in an unknown-key error's source line).
  */
 function misspeltSecretKeys(line: string): RegExpExecArray[] {
-  return [...line.matchAll(ANY_KEY)].filter((m): m is RegExpExecArray => {
-    const name = m[4]!.toLowerCase()
-    if (SECRET_NAME.test(name)) return false // (SECRET_KEY's)
-    return [name, ...name.split(/[-_]/)].some((part) => part.length >= 4 && !NOT_SECRET_WORDS.has(part) && SECRET_WORDS.some((w) => editDistance(part, w) <= 2))
-  })
+  // (SECRET_KEY's own are left to it)
+  return [...line.matchAll(ANY_KEY)].filter((m): m is RegExpExecArray => !SECRET_NAME.test(m[4]!) && misspeltSecretName(m[4]!))
+}
+
+/** Whether `name`, or a part of it between `_` and `-` of 4 characters or more, is within two edits of a secret word (see {@link misspeltSecretKeys}). */
+function misspeltSecretName(name: string): boolean {
+  const lower = name.toLowerCase()
+  return [lower, ...lower.split(/[-_]/)].some((part) => part.length >= 4 && !NOT_SECRET_WORDS.has(part) && SECRET_WORDS.some((w) => editDistance(part, w) <= 2))
+}
+
+/**
+ * Whether a name (a key, an annotation's, a query parameter's) is a secret's as a config line's
+ * masking reads one: it is or ends with password, passphrase, token, secret or key-data, or is
+ * within two edits of one of those words. Example: `secretName("auth-tokn")` -> true.
+ */
+export function secretName(name: string): boolean {
+  return SECRET_NAME.test(name) || misspeltSecretName(name)
 }
 
 /** Edit distance (insert, delete, substitute), two-row dynamic programming. */

@@ -308,3 +308,23 @@ t.test('values with control characters and bidi controls (ESC, U+202E) are escap
   t.match(r.findings.map((f) => f.what).join('\n'), /\\u001b\[31m|\\u202e/, 'the characters shown escaped')
   t.notMatch(r.proxyYaml, raw, 'the output')
 })
+
+t.test('an annotation not converted is listed without a secret value: a secret-named one, a snippet (review s65 r1)', async (t) => {
+  const SECRET = 'hunter2xyzzy'
+  const text = ingressYaml({
+    affinity: 'cookie',
+    'configuration-snippet': `proxy_set_header Authorization "Bearer ${SECRET}";\nmore_set_headers "X-A: b";`,
+    'auth-tokn': SECRET, // a misspelt secret name too
+    'auth-url': `https://u:${SECRET}@auth.example.com/check`,
+    'ssl-redirect': 'false',
+  }).replace('  annotations:\n', `  annotations:\n    example.com/api-token: "${SECRET}"\n`)
+  const r = convert(text)
+  const what = (key: string): string | undefined => r.findings.find((f) => f.what.startsWith(`${key}: `))?.what
+  t.equal(what('nginx.ingress.kubernetes.io/configuration-snippet'), 'nginx.ingress.kubernetes.io/configuration-snippet: (2 lines of nginx configuration, not shown)')
+  t.equal(what('nginx.ingress.kubernetes.io/auth-tokn'), "nginx.ingress.kubernetes.io/auth-tokn: (12 characters, not shown: a secret's name)")
+  t.equal(what('example.com/api-token'), "example.com/api-token: (12 characters, not shown: a secret's name)")
+  // (as before: a URL's password masked, a harmless value quoted)
+  t.equal(what('nginx.ingress.kubernetes.io/auth-url'), 'nginx.ingress.kubernetes.io/auth-url: "https://u:***@auth.example.com/check"')
+  t.equal(what('nginx.ingress.kubernetes.io/ssl-redirect'), 'nginx.ingress.kubernetes.io/ssl-redirect: "false"')
+  t.notOk(r.proxyYaml.includes(SECRET) || r.findings.some((f) => f.what.includes(SECRET) || f.why.includes(SECRET)), 'the secret is in neither the output nor a finding')
+})

@@ -5,7 +5,7 @@
 import { formatDuration } from '../config/duration.js'
 import { MAX_COOKIE_AGE_MS, MAX_DURATION_MS } from '../config/validate.js'
 import { backendPort, COOKIE_SECRET, lineOf, type Backend, type Conversion, type Finding, type Manifest, type Setting } from './manifests.js'
-import { maskUrlCredentials } from '../secret-text.js'
+import { maskUrlCredentials, secretName } from '../secret-text.js'
 
 const PREFIX = 'nginx.ingress.kubernetes.io/'
 /** Cookie names Tether accepts (RFC 6265 token). */
@@ -41,7 +41,7 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
   const set = (path: string, value: Setting['value'], name: string, differs?: string): void =>
     void settings.push({ path, value, from: from(name), ...(differs === undefined ? {} : { differs }) })
   // any annotation is quoted (an auth-url may hold a password: masked, for stderr and the output's comment)
-  const skip = (name: string, why: string): void => void findings.push({ at: at(PREFIX + name), what: maskUrlCredentials(`${PREFIX}${name}: ${JSON.stringify(get(name))}`), why })
+  const skip = (name: string, why: string): void => void findings.push({ at: at(PREFIX + name), what: shownAnnotation(PREFIX + name, get(name) ?? ''), why })
   const handled = new Set<string>()
   const use = (name: string): string | undefined => {
     handled.add(name)
@@ -135,7 +135,7 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
   for (const key of Object.keys(annotations).sort()) {
     if (key.startsWith(PREFIX) || IGNORED.has(key)) continue
     const why = key === 'kubernetes.io/ingress.class' ? 'the Ingress class: keep this Ingress in front of Tether (pointing at the Tether Service) if you still need it' : 'not an ingress-nginx annotation: not converted'
-    findings.push({ at: at(key), what: `${key}: ${JSON.stringify(String(annotations[key]))}`, why })
+    findings.push({ at: at(key), what: shownAnnotation(key, String(annotations[key])), why })
   }
 
   // the Ingress itself: TLS and hosts stay in front; the backends are where the pods are
@@ -356,6 +356,21 @@ function sizeBytes(text: string): number | undefined {
 
 /** The annotations ingress-nginx reads as a number or a boolean, whose value it does not trim. */
 const UNTRIMMED = new Set(['proxy-connect-timeout', 'proxy-send-timeout', 'proxy-read-timeout', 'proxy-next-upstream-timeout', 'proxy-next-upstream-tries', 'upstream-hash-by-subset-size', 'session-cookie-secure', 'session-cookie-change-on-failure', 'session-cookie-conditional-samesite-none', 'upstream-hash-by-subset'])
+
+/**
+ * An annotation not converted, as its finding (stderr and the output's comment) quotes it: the
+ * value with a URL's password and a secret query parameter masked (an auth-url); not shown when
+ * the annotation's name is a secret's (secret-text's rule: `example.com/api-token`), nor for a
+ * snippet (raw nginx configuration, which may set a header with a credential:
+ * `proxy_set_header Authorization "Bearer ..."`), its length said instead.
+ * Example: `shownAnnotation("x/api-token", "s3cret")` -> `x/api-token: (6 characters, not shown: a secret's name)`.
+ */
+function shownAnnotation(key: string, value: string): string {
+  const name = key.slice(key.lastIndexOf('/') + 1)
+  if (secretName(name)) return `${key}: (${value.length} characters, not shown: a secret's name)`
+  if (name.endsWith('-snippet')) return `${key}: (${value.split('\n').length} lines of nginx configuration, not shown)`
+  return maskUrlCredentials(`${key}: ${JSON.stringify(value)}`)
+}
 
 /** Why some common annotations are not converted, when there is more to say than "not a Tether setting". */
 const OTHER: Record<string, string> = {
