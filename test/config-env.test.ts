@@ -89,6 +89,8 @@ t.test('malformed references are errors', async (t) => {
   // (review s65 r1) in a secret, what follows "${" is the secret: named by its place only
   t.strictSame(issuesOf(withToken('"x${hunter2"'), {}), [`${FILE}:2:10 admin.token: invalid variable reference at character 2 of the value (not shown: a secret's): ${hint}`])
   t.strictSame(issuesOf(withToken('"${hunter 2}"'), {}), [`${FILE}:2:10 admin.token: invalid variable reference at character 1 of the value (not shown: a secret's): ${hint}`])
+  // and before an @, in a URL's password (any key: state.redis.url, an upstream's url)
+  t.strictSame(issuesOf(yaml('upstreams: [{ id: a, url: "http://u:x${hunter2@127.0.0.1:9001" }]')), [`${FILE}:1:27 upstreams[0].url: invalid variable reference at character 11 of the value (not shown: it may hold a password): ${hint}`])
 })
 
 t.test('a reference in a default is an error, never a literal or a stray brace (references do not nest)', async (t) => {

@@ -20,8 +20,8 @@ const BODY = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s
  * NAME is unset or empty (shell semantics). `$${` stands for a literal `${`. An unset NAME
  * without a default is an error, and so is a `${` in a default (references do not nest); the
  * reference is then left in place. `secret` (a password, token or secret key): an unset NAME
- * is told to be exported, not given a default in the file, and an invalid reference is named
- * by its place in the value, not quoted.
+ * is told to be exported, not given a default in the file; there, and before an `@` (a URL's
+ * password) in any value, an invalid reference is named by its place in the value, not quoted.
  * Example: `"http://${HOST:-127.0.0.1}:9001"` with env {} -> `"http://127.0.0.1:9001"`.
  */
 export function substituteEnv(text: string, env: Env, secret = false): Substitution {
@@ -32,9 +32,10 @@ export function substituteEnv(text: string, env: Env, secret = false): Substitut
     if (match === '$${') return '${'
     const ref = body === undefined ? undefined : BODY.exec(body)
     if (!ref) {
-      // in a secret (`token: "x${hunter2"`, a password holding "${"), what follows "${" is the
-      // secret: its place in the value is said instead
-      const shown = secret ? `at character ${offset + 1} of the value (not shown: a secret's)`
+      // in a secret (`token: "x${hunter2"`, a password holding "${"), or before an `@` (a URL's
+      // or address's password: `redis://u:x${hunter2@h:6379`), what follows "${" is the secret:
+      // its place in the value is said instead
+      const shown = secret || text.includes('@', offset) ? `at character ${offset + 1} of the value (not shown: ${secret ? "a secret's" : 'it may hold a password'})`
         : JSON.stringify(body === undefined ? text.slice(offset, offset + 40) : match)
       errors.push(
         `invalid variable reference ${shown}: expected \${NAME} or \${NAME:-default} (write $\${ for a literal \${)`,
