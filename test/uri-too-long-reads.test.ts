@@ -2,7 +2,7 @@
 // read other than the connection's first: a kept-alive connection's next request, behind a PROXY
 // header (review s65 r2); over TLS a target longer than a TLS record crosses the limit in a later
 // read, and keeps the 431 (docs/errors.md).
-import t from 'tap'
+import t, { type Test } from 'tap'
 import tls from 'node:tls'
 import { startHarness } from './fixtures/raw-tether.js'
 import { exchange, rawConnect } from './fixtures/raw-client.js'
@@ -39,8 +39,11 @@ t.test('a long target as the second request on a kept-alive connection, in one w
   t.equal((await exchange(h.port, `GET /${'x'.repeat(20_000)} HTTP/1.1\r\nHost: a\r\n\r\n`)).first, '414')
 })
 
-t.test('listen.tls, the request in one write: the target crosses the limit in the second TLS record, 431 (documented)', async (t) => {
-  const h = await startHarness({ retries: { attempts: 0 }, listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }, http2: { enabled: false } } } as never)
+const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }
+
+/** The status Tether's TLS listener (HTTP/1.1 only, `limits`) answers `request` written in one write with. */
+async function overTls(t: Test, request: string, limits: object = {}): Promise<string> {
+  const h = await startHarness({ retries: { attempts: 0 }, limits, listen: { tls: TLS, http2: { enabled: false } } } as never)
   t.teardown(() => h.close())
   const sock = tls.connect({ host: '127.0.0.1', port: h.port, ca: certs.ca, servername: 'localhost' })
   sock.on('error', () => undefined)
@@ -49,22 +52,15 @@ t.test('listen.tls, the request in one write: the target crosses the limit in th
   sock.on('data', (d: Buffer) => { bytes += d.toString('latin1') })
   const closed = new Promise((resolve) => sock.once('close', resolve))
   await within(new Promise((resolve) => sock.once('secureConnect', resolve)), 5000, 'the TLS handshake')
-  sock.write(LONG)
+  sock.write(request)
   await within(closed, 5000, 'the refused connection to close')
-  t.equal(bytes.slice(9, 12), '431', bytes.split('\r\n')[0])
+  return bytes.slice(9, 12)
+}
+
+t.test('listen.tls, the request in one write: the target crosses the limit in the second TLS record, 431 (documented)', async (t) => {
+  t.equal(await overTls(t, LONG), '431')
 })
 
 t.test('listen.tls with limits.max_header_bytes 4096: the target crosses it in its first record, 414', async (t) => {
-  const h = await startHarness({ retries: { attempts: 0 }, limits: { max_header_bytes: 4096 }, listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }, http2: { enabled: false } } } as never)
-  t.teardown(() => h.close())
-  const sock = tls.connect({ host: '127.0.0.1', port: h.port, ca: certs.ca, servername: 'localhost' })
-  sock.on('error', () => undefined)
-  t.teardown(() => sock.destroy())
-  let bytes = ''
-  sock.on('data', (d: Buffer) => { bytes += d.toString('latin1') })
-  const closed = new Promise((resolve) => sock.once('close', resolve))
-  await within(new Promise((resolve) => sock.once('secureConnect', resolve)), 5000, 'the TLS handshake')
-  sock.write(`GET /${'x'.repeat(8_000)} HTTP/1.1\r\nHost: a\r\n\r\n`)
-  await within(closed, 5000, 'the refused connection to close')
-  t.equal(bytes.slice(9, 12), '414', bytes.split('\r\n')[0])
+  t.equal(await overTls(t, `GET /${'x'.repeat(8_000)} HTTP/1.1\r\nHost: a\r\n\r\n`, { max_header_bytes: 4096 }), '414')
 })
