@@ -55,9 +55,10 @@ const QUOTED_URL_USERINFO = new Map(['"', "'"].map((q) => [q, new RegExp(String.
  * `scheme://[user]:REST` in a YAML line where REST is no port and no `@` follows (`url:
  * "redis://:hunter2`, the `@host` forgotten; `redis://u:hunter2`): group 1 up to the colon,
  * group 2 REST, to a `/`, `?`, a quote, a space or a flow indicator. A port (`redis://h:6379`,
- * `http://h:80/x`) is not matched, nor a bracketed IPv6 host (`http://[::1]:1`).
+ * `http://h:80/x`, one that ends a sentence or a parenthesis, `http://h:9901.`) is not matched, nor a
+ * port from the environment (`http://h:${PORT}`), nor a bracketed IPv6 host (`http://[::1]:1`).
  */
-const LINE_URL_NO_HOST = /(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#"'[\]{},]*:)(?!\d*(?:[/?#"'\s,\]}]|$))([^\s/?"',\]}@]+)(?=[/?"'\s,\]}]|$)/gi
+const LINE_URL_NO_HOST = /(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#"'[\]{},]*:)(?!\d*[.)]?(?:[/?#"'\s,\]}]|$)|\$\{)([^\s/?"',\]}@]+)(?=[/?"'\s,\]}]|$)/gi
 
 /**
  * A query parameter (`?name=value`, `&name=value`): group 1 up to the value, group 2 its name,
@@ -104,10 +105,13 @@ const SECRET_KEY = /(^|[\s{,[?#-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|t
 const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3)(?=[ \t]+[^\s#:][^:]*$)/gi
 
 /**
- * Any key of a YAML line, as {@link SECRET_KEY} finds a secret one: group 1 what comes before
- * it, group 2 the key with its quotes and the colon, group 4 its name.
+ * A key of a YAML line where a key stands (at the line's start after its indentation and any
+ * `- ` or `? `, after `{` or `,` of a flow mapping, or in a comment), its colon followed by a
+ * space or the line's end, as {@link SECRET_KEY} finds a secret one: group 1 what comes before
+ * it, group 2 the key with its quotes and the colon, group 4 its name. Not a word inside a value
+ * (`http://app-tokyo:8080`: review s65 r3).
  */
-const ANY_KEY = /(^|[\s{,[?#-])((["']?)([A-Za-z0-9_-]+)\3[ \t]*:)(?!:)/g
+const ANY_KEY = /(^[ \t]*(?:[-?][ \t]+)*|[{,#][ \t]*)((["']?)([A-Za-z0-9_-]+)\3[ \t]*:)(?=[ \t]|$)/g
 
 /** The words a secret key's name is or ends with, for {@link misspeltSecretKeys}. */
 const SECRET_WORDS = ['password', 'passphrase', 'token', 'secret']
@@ -127,10 +131,24 @@ function misspeltSecretKeys(line: string): RegExpExecArray[] {
   return [...line.matchAll(ANY_KEY)].filter((m): m is RegExpExecArray => !SECRET_NAME.test(m[4]!) && misspeltSecretName(m[4]!))
 }
 
-/** Whether `name`, or a part of it between `_` and `-` of 4 characters or more, is within two edits of a secret word (see {@link misspeltSecretKeys}). */
+/**
+ * Whether `name`, or a part of it between `_` and `-` of 4 characters or more, is a misspelt secret
+ * word (see {@link misspeltSecretKeys}): within two edits of password or passphrase, one of token
+ * or secret, or any of them with two neighbouring letters swapped (`secert`, `toekn`). Two edits
+ * of the short words took words that hold no secret (`tokyo`, `open`, `broken`: review s65 r3).
+ */
 function misspeltSecretName(name: string): boolean {
   const lower = name.toLowerCase()
-  return [lower, ...lower.split(/[-_]/)].some((part) => part.length >= 4 && !NOT_SECRET_WORDS.has(part) && SECRET_WORDS.some((w) => editDistance(part, w) <= 2))
+  return [lower, ...lower.split(/[-_]/)].some((part) => part.length >= 4 && !NOT_SECRET_WORDS.has(part) &&
+    SECRET_WORDS.some((w) => editDistance(part, w) <= (w.length >= 8 ? 2 : 1) || swapped(part, w)))
+}
+
+/** Whether `a` is `b` with two neighbouring letters swapped. Example: `swapped('secert', 'secret')` -> true. */
+function swapped(a: string, b: string): boolean {
+  if (a.length !== b.length) return false
+  let i = 0
+  while (i < a.length && a[i] === b[i]) i++
+  return i < a.length - 1 && a[i] === b[i + 1] && a[i + 1] === b[i] && a.slice(i + 2) === b.slice(i + 2)
 }
 
 /**

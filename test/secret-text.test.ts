@@ -158,6 +158,9 @@ t.test('maskSecretLine masks a URL password without its @host and the value of a
     ['    pasword: "hunter2', '    pasword: "*******'], // within two edits of a secret word
     ['  tokn: hunter2', '  tokn: *******'],
     ['  sentinel_pasword: hunter2', '  sentinel_pasword: *******'],
+    ['  secert: hunter2', '  secert: *******'], // two letters swapped
+    ['  toekn: hunter2', '  toekn: *******'],
+    ['  - passwrod: hunter2', '  - passwrod: *******'],
     // (as before: a port, an IPv6 host, a key near no secret word, secure near secret)
     ['url: "redis://h:6379', 'url: "redis://h:6379'],
     ['url: http://h:80/x', 'url: http://h:80/x'],
@@ -165,4 +168,11 @@ t.test('maskSecretLine masks a URL password without its @host and the value of a
     ['  secure: true', '  secure: true'],
     ['  timeout: 5s', '  timeout: 5s'],
   ]) t.equal(maskSecretLine(line!), masked, line)
+})
+
+t.test('maskSecretLine(s) leave harmless parts of a line alone: a host named near a secret word, a port, a ${VAR} port, a key such as tokyo (review s65 r3)', async (t) => {
+  for (const l of ['    url: "http://app-tokyo:8080', '  url: redis://redis-tokyo:6379', '  - url: http://app-open:9000', '    address: "api-broken:6379"',
+    '# admin API at http://127.0.0.1:9901.', '# see (http://localhost:9901)', '    url: http://app:${APP_PORT}/x', '  spoken: 1', '  open: true']) t.equal(maskSecretLine(l), l, l)
+  const lines = ['zones:', '  tokyo:', '    host: a.example', '    port: 80']
+  t.strictSame(maskSecretLines(lines), lines, 'a block under tokyo:')
 })

@@ -39,6 +39,13 @@ t.test('a long target as the second request on a kept-alive connection, in one w
   t.equal((await exchange(h.port, `GET /${'x'.repeat(20_000)} HTTP/1.1\r\nHost: a\r\n\r\n`)).first, '414')
 })
 
+t.test('CONNECT with an authority-form target too long (a name that starts with a digit, an IPv6 address): 414 (review s65 r3)', async (t) => {
+  const h = await startHarness({ retries: { attempts: 0 } })
+  t.teardown(() => h.close())
+  t.equal((await exchange(h.port, `CONNECT ${'1'.repeat(20_000)}.example:443 HTTP/1.1\r\nHost: a\r\n\r\n`)).first, '414')
+  t.equal((await exchange(h.port, `CONNECT [${'0:'.repeat(10_000)}]:443 HTTP/1.1\r\nHost: a\r\n\r\n`)).first, '414')
+})
+
 const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }
 
 /** The status Tether's TLS listener (HTTP/1.1 only, `limits`) answers `request` written in one write with. */

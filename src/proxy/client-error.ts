@@ -47,9 +47,11 @@ const REQUEST_LINE_OPENING = /^[A-Z][A-Z0-9_-]* +[\x21-\x7e]/
 /**
  * The same at the start of a read, where a request line may begin (a connection's first read, a
  * kept-alive connection's next request, what follows a PROXY header) or a head sent in pieces may
- * go on: only a method Node knows, then the first byte of a target's forms (`/`, `*`, a scheme).
+ * go on: only a method Node knows, then the first byte of a target's forms (`/`, `*`, a scheme,
+ * CONNECT's host: a name, an address or `[` an IPv6 one). A head sent in pieces whose later read
+ * opens so inside a header value that crosses the limit gets the 414 too (both refuse the head).
  */
-const READ_OPENING_LINE = new RegExp(`^(?:${METHODS.join('|')}) +[/*A-Za-z]`)
+const READ_OPENING_LINE = new RegExp(`^(?:${METHODS.join('|')}) +[/*A-Za-z0-9[]`)
 
 /**
  * Did the head go over `limits.max_header_bytes` (HPE_HEADER_OVERFLOW, at `at` of the read
